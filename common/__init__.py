@@ -1,0 +1,1 @@
+"""Pieces every stage shares: the config tree, atomic file writes, logging."""

@@ -1,0 +1,63 @@
+"""The interface between the shared training loop and a framework engine.
+
+Both engines implement the same GPT-2 (tensor names in docs/CONTRACTS.md) and this protocol; the
+training loop, checkpointing, data order, schedule and metrics live once in the shared code.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+
+@dataclass
+class StepResult:
+    loss: float          # mean token cross-entropy (nats) over the global batch, all workers
+    grad_norm: float     # global L2 norm of the averaged gradient, before clipping
+    skipped: bool        # True when the step was skipped (fp16 overflow: inf/nan gradients)
+    loss_scale: float    # the dynamic loss scale after this step (1.0 when not scaling)
+
+
+class Engine(Protocol):
+    name: str            # "mxnet" | "torch"
+    device_name: str     # e.g. "cpu", "NVIDIA H100 80GB HBM3"
+    precision: str       # "fp32" | "fp16" | "bf16"
+    num_params: int      # all trainable parameters (tied embedding counted once)
+
+    def train_step(self, micro_batches: list[np.ndarray], lr: float) -> StepResult:
+        """One optimizer step over this worker's micro-batches, each (micro_batch, seq_len + 1) int32.
+
+        Accumulates gradients over the micro-batches, averages them across workers (Horovod),
+        clips to `optim.clip_norm` by global norm, applies AdamW with learning rate `lr`.
+        """
+
+    def eval_loss(self, batch: np.ndarray) -> tuple[float, int]:
+        """Sum of token cross-entropy (nats) and the token count for one (B, T+1) batch, no dropout.
+
+        Local to this worker; the caller sums across workers.
+        """
+
+    def logits(self, ids: np.ndarray) -> np.ndarray:
+        """(B, T) int ids -> (B, T, V) float32 logits, eval mode (no dropout)."""
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        """fp32 weights under the engine-neutral names."""
+
+    def set_weights(self, weights: dict[str, np.ndarray]) -> None:
+        """Load fp32 weights by engine-neutral name; raises on a missing/extra name or shape mismatch."""
+
+    def get_optimizer_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """(`exp_avg.<name>`/`exp_avg_sq.<name>` tensors, JSON-able scalars such as step and loss scale)."""
+
+    def set_optimizer_state(self, tensors: dict[str, np.ndarray], scalars: dict[str, Any]) -> None:
+        ...
+
+    def get_rng_state(self) -> dict[str, Any]:
+        """JSON-able RNG state (dropout) so a resumed run draws the same masks."""
+
+    def set_rng_state(self, state: dict[str, Any]) -> None:
+        ...
+
+    def memory_bytes(self) -> int:
+        """Device memory in use (GPU) or process RSS (CPU), bytes."""
