@@ -256,3 +256,35 @@ def add_config_args(parser: argparse.ArgumentParser, default: str | None = None)
 
 def config_from_args(args: argparse.Namespace) -> Any:
     return load_config(args.config, args.overrides)
+
+
+def _main(argv: list[str] | None = None) -> int:
+    """`python -m common.config get KEY --config F [--set ...]`: print one resolved value (for make)."""
+    parser = argparse.ArgumentParser(prog="python -m common.config")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    get = sub.add_parser("get", help="print the resolved value of a dotted key")
+    get.add_argument("key")
+    add_config_args(get)
+    show = sub.add_parser("show", help="print the whole resolved config as YAML")
+    add_config_args(show)
+    args = parser.parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+    except ConfigError as e:
+        print(f"config error: {e}", file=__import__("sys").stderr)
+        return 2
+    if args.cmd == "show":
+        print(dump_yaml(cfg), end="")
+        return 0
+    node: Any = cfg
+    for part in args.key.split("."):
+        if not hasattr(node, part):
+            print(f"config error: no key '{args.key}'", file=__import__("sys").stderr)
+            return 2
+        node = getattr(node, part)
+    print(node if not isinstance(node, bool) else str(node).lower())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())

@@ -196,7 +196,7 @@ class OptimConfig:
 class TrainConfig:
     engine: str = "mxnet"           # mxnet | torch
     out_dir: str = "work/run"       # metrics.jsonl, tensorboard/, config.yaml
-    shards: str = "work/shards"     # token shards written by `make shards`
+    shards: str = ""                # token shards to train on; "" = shards.out_dir
     seq_len: int = 0                # 0 = model.max_length
     global_batch: int = 512         # sequences per optimizer step, all workers together
     micro_batch: int = 8            # sequences per worker per forward/backward
@@ -287,6 +287,8 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
 
     def validate(self) -> None:
+        if not self.train.shards:
+            self.train.shards = self.shards.out_dir
         seq = self.train.seq_len or self.model.max_length
         if seq > self.model.max_length:
             raise ConfigError(f"train.seq_len={seq} exceeds model.max_length={self.model.max_length}")
