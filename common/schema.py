@@ -201,6 +201,8 @@ class TrainConfig:
     global_batch: int = 512         # sequences per optimizer step, all workers together
     micro_batch: int = 8            # sequences per worker per forward/backward
     max_steps: int = 100_000
+    stop_after: int = 0             # stop (after a checkpoint) at this step though max_steps is later; 0 = off.
+                                    # The schedule still runs to max_steps: for fixed-length job slots and the demo
     precision: str = "auto"         # auto (GPU: fp16 for mxnet, bf16 for torch; CPU: fp32) | fp32 | fp16 | bf16
     init_loss_scale: float = 2.0 ** 16
     seed: int = 1234
