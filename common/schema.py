@@ -101,35 +101,52 @@ class CorpusConfig:
 
 @dataclass
 class TokenizerConfig:
+    """SentencePiece BPE training (`make tokenizer`); the choices are explained in corpus/tokenizer.py."""
+
     dir: str = "work/tokenizer"  # where spm.model, spm.vocab and tokenizer.json are written / read
     model: str = ""              # an existing SentencePiece model (e.g. KoGPT2's .spiece) to use instead
     vocab_size: int = 50_000
     sample_sentences: int = 25_000_000   # cap on sentences sampled (reservoir) for training
-    max_sentence_chars: int = 2048
+    max_sentence_chars: int = 2048       # longer sentences are not sampled (counted in the report)
     character_coverage: float = 0.9995
     byte_fallback: bool = True
     normalization: str = "identity"      # corpus stage already applied NFC; see corpus/tokenizer.py
     num_unused: int = 100                # reserved <unused0..N-1> slots
-    threads: int = 0                     # 0 = all cores
+    threads: int = 0                     # 0 = all cores (sentence splitting processes, SentencePiece threads)
     seed: int = 1234
+    report_docs: int = 2000              # held-out (validation-split) documents the report is measured on
 
     def validate(self) -> None:
         if self.vocab_size < 64 or self.vocab_size > 65_535:
             raise ConfigError(f"tokenizer.vocab_size={self.vocab_size}: must be in [64, 65535] "
                               "(token shards store uint16 ids)")
+        if self.sample_sentences <= 0 or self.max_sentence_chars <= 0:
+            raise ConfigError("tokenizer.sample_sentences and tokenizer.max_sentence_chars must be positive")
+        if not 0.0 < self.character_coverage <= 1.0:
+            raise ConfigError(f"tokenizer.character_coverage={self.character_coverage}: must be in (0, 1]")
+        if self.normalization not in ("identity", "nfkc", "nmt_nfkc", "nfkc_cf", "nmt_nfkc_cf"):
+            raise ConfigError(f"tokenizer.normalization={self.normalization!r}: use identity (recommended "
+                              "for Korean), nfkc, nmt_nfkc, nfkc_cf or nmt_nfkc_cf")
+        if self.num_unused < 0 or self.threads < 0 or self.report_docs < 0:
+            raise ConfigError("tokenizer.num_unused, tokenizer.threads and tokenizer.report_docs must be >= 0")
 
 
 @dataclass
 class ShardsConfig:
+    """Token shards (`make shards`): formats in docs/CONTRACTS.md, code in corpus/shards.py."""
+
     out_dir: str = "work/shards"
-    valid_fraction: float = 0.005   # fraction of documents held out for validation
+    valid_fraction: float = 0.005   # fraction of documents held out for validation (by seeded hash of id)
     seed: int = 1234
     shard_tokens: int = 500_000_000  # max tokens per .bin file
     workers: int = 0                 # 0 = all cores
+    batch_chars: int = 4_000_000     # characters of text encoded per batch in a worker (bounds its memory)
 
     def validate(self) -> None:
         if not 0.0 <= self.valid_fraction < 1.0:
             raise ConfigError(f"shards.valid_fraction={self.valid_fraction}: must be in [0, 1)")
+        if self.shard_tokens <= 0 or self.batch_chars <= 0 or self.workers < 0:
+            raise ConfigError("shards.shard_tokens and shards.batch_chars must be positive, shards.workers >= 0")
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -1,0 +1,304 @@
+"""Downstream evaluation as in KoGPT2's table: fine-tune on NSMC / question pairs, and perplexity.
+
+    python -m pretrain.evaluate --checkpoint work/run/checkpoints --task nsmc --data ../shared/data/nsmc
+    python -m pretrain.evaluate --checkpoint CKPT --task paraphrase --data ../shared/data/qpair --epochs 5
+    python -m pretrain.evaluate --checkpoint CKPT --task perplexity --text heldout.txt
+    python -m pretrain.evaluate --checkpoint CKPT --task nsmc --data DIR --init scratch   # baseline
+
+`--checkpoint` is a step directory or a checkpoint root (its newest complete step), local or s3://.
+Checkpoints are engine-neutral, so whatever engine trained them, fine-tuning runs the PyTorch model
+(pretrain/engines/torch/model.py) on CPU, or on CUDA with bf16 autocast.
+
+Representation: last token. Each input is `text </s>` (pairs: `s1 </s> s2 </s>`) and the classifier
+reads the final hidden state (after ln_f) at the last `</s>`. In a causal model only that position has
+attended to the whole input; a mean over positions mixes in early states that saw only a prefix (the
+first token's state knows one token), which dilutes the signal. `</s>` is the token that ends every
+document in pretraining, so its state is the model's summary of "a finished text" (GPT-1 classifies
+from an appended end token the same way). `--pooling mean` is there to compare. Inputs are right-padded:
+causal attention never lets a real position see a later pad, so no attention mask is needed.
+
+Head: dropout + one linear layer (units -> 2) on the pooled state, trained with the whole body (full
+fine-tuning): AdamW, linear warmup then linear decay, weight decay on 2-D weights only, gradient
+clipping. Validation accuracy is measured after every epoch (and every `--eval-every` steps); the
+best state is restored before the test split is scored once. NSMC has no validation file, so
+`--valid-fraction` of its train split is held out with `--seed`.
+
+Perplexity: the file's non-empty lines are documents (`--doc-sep blank`: blank-line separated), each
+followed by `</s>` as in pretraining, and the stream starts with `</s>` so every token is predicted.
+Windows of the model's context length advance by `--stride` tokens; each token is scored once, with
+at least `context - stride` tokens of context (except in the first window).
+
+Every run writes `<out>/<task>-<name>.json` (config, per-epoch history, timings) and updates the table
+`<out>/results.json` + `<out>/results.md` (one row per checkpoint x task x init x pooling).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+
+from common.io import read_json, write_bytes_atomic, write_json_atomic
+from common.log import setup_logging
+from pretrain.finetune_data import DataError, TASKS, label_counts, load_task
+from pretrain.engines.torch.model import GPT2, GPT2Shape
+from pretrain.finetune import (SequenceClassifier, classify, encode_examples, finetune, perplexity,
+                               read_documents)
+
+log = logging.getLogger("pretrain.evaluate")
+
+# KoGPT2's published table (test accuracy), shown beside our rows in results.md.
+REFERENCE = {
+    "nsmc": [("KoGPT2 (SKT)", 0.899), ("KoBERT", 0.901), ("multilingual BERT", 0.875)],
+    "paraphrase": [("KoGPT2 (SKT)", 0.943), ("KoBERT", 0.911)],
+}
+
+
+@dataclass
+class EvalConfig:
+    """Fine-tuning and evaluation settings (each field is a `--flag`, underscores as dashes)."""
+
+    task: str = "nsmc"               # nsmc | paraphrase | perplexity
+    checkpoint: str = ""             # step dir or checkpoint root, local or s3://
+    data: str = ""                   # nsmc / paraphrase: the folder with the task's .txt files
+    text: str = ""                   # perplexity: the held-out text file
+    tokenizer: str = ""              # override the checkpoint's tokenizer/ (needed for s3:// checkpoints)
+    out: str = "work/eval"           # results directory
+    name: str = ""                   # row label in the table; default: the checkpoint's folder/step
+    init: str = "pretrained"         # pretrained | scratch (same size and tokenizer, random weights)
+    pooling: str = "last"            # last | mean (see the module docstring)
+    lr: float = 5e-5                 # peak learning rate (AdamW)
+    epochs: int = 3
+    batch_size: int = 32             # examples per optimizer step
+    max_length: int = 128            # tokens per input incl. </s>; capped at the model's context
+    warmup: float = 0.1              # fraction of all steps spent warming up linearly
+    weight_decay: float = 0.01
+    clip_norm: float = 1.0           # 0 disables
+    dropout: float = 0.1             # model and head dropout while fine-tuning
+    seed: int = 1234
+    max_train_examples: int = 0      # 0 = all; else a seeded random subset (quick runs)
+    max_test_examples: int = 0       # 0 = all (the reported figure should use all)
+    valid_fraction: float = 0.05     # NSMC: part of train held out for early stopping
+    eval_every: int = 0              # also validate every N steps (0 = once per epoch)
+    patience: int = 0                # stop after N validations without improvement (0 = never)
+    stride: int = 0                  # perplexity: window advance in tokens (0 = half the context)
+    doc_sep: str = "line"            # perplexity: line | blank
+    max_tokens: int = 0              # perplexity: score only the first N tokens (0 = all)
+    device: str = "auto"             # auto | cpu | cuda
+    precision: str = "auto"          # auto (cuda: bf16 autocast, cpu: fp32) | fp32 | bf16
+
+    def validate(self) -> None:
+        if self.task not in (*TASKS, "perplexity"):
+            raise SystemExit(f"--task {self.task}: use nsmc, paraphrase or perplexity")
+        if not self.checkpoint:
+            raise SystemExit("--checkpoint is required (a step directory or a checkpoint root)")
+        if self.task == "perplexity" and not self.text:
+            raise SystemExit("--task perplexity needs --text FILE (a held-out UTF-8 text file)")
+        if self.task != "perplexity" and not self.data:
+            raise SystemExit(f"--task {self.task} needs --data DIR (e.g. ../shared/data/"
+                             f"{'nsmc' if self.task == 'nsmc' else 'qpair'})")
+        checks = [(self.init in ("pretrained", "scratch"), "--init: pretrained or scratch"),
+                  (self.pooling in ("last", "mean"), "--pooling: last or mean"),
+                  (self.lr > 0 and self.epochs > 0 and self.batch_size > 0, "--lr/--epochs/--batch-size > 0"),
+                  (self.max_length >= 4, "--max-length >= 4"), (0 <= self.warmup < 1, "--warmup in [0, 1)"),
+                  (self.doc_sep in ("line", "blank"), "--doc-sep: line or blank"),
+                  (self.device in ("auto", "cpu", "cuda"), "--device: auto, cpu or cuda"),
+                  (self.precision in ("auto", "fp32", "bf16"), "--precision: auto, fp32 or bf16")]
+        for ok, msg in checks:
+            if not ok:
+                raise SystemExit(msg)
+
+
+# ----------------------------------------------------------------------------------------------------
+# checkpoint -> PyTorch model
+
+
+def _model_shape(weights: dict[str, np.ndarray], state: dict, dropout: float) -> GPT2Shape:
+    """Sizes from the weights themselves; heads (not visible in shapes) from the recorded config."""
+    recorded = state.get("model") or (state.get("config") or {}).get("model") or {}
+    heads = recorded.get("num_heads")
+    if not heads:
+        raise SystemExit("the checkpoint's state.json records no model.num_heads (state['model'] or "
+                         "state['config']['model']); it was not written by pretrain.train")
+    V, U = weights["wte.weight"].shape
+    layers = 1 + max(int(k.split(".")[1]) for k in weights if k.startswith("h."))
+    return GPT2Shape(vocab_size=V, num_layers=layers, units=U, num_heads=int(heads),
+                     max_length=weights["wpe.weight"].shape[0], hidden_size=weights["h.0.mlp.fc.weight"].shape[0],
+                     dropout=dropout, layer_norm_eps=float(recorded.get("layer_norm_eps", 1e-5)))
+
+
+def load_model(cfg: EvalConfig) -> tuple[GPT2, Any, dict]:
+    """(model on CPU, tokenizer, info) from `cfg.checkpoint`; random weights when cfg.init == scratch."""
+    from corpus.tokenizer import Tokenizer
+    from pretrain.checkpoint import load_checkpoint
+
+    ckpt = load_checkpoint(cfg.checkpoint)
+    tok_path = cfg.tokenizer or os.path.join(ckpt.location, "tokenizer")
+    if not cfg.tokenizer and "://" in ckpt.location:
+        raise SystemExit(f"{ckpt.location} is remote: copy its tokenizer/ folder locally and pass --tokenizer DIR")
+    tok = Tokenizer.load(tok_path)
+    shape = _model_shape(ckpt.weights, ckpt.state, cfg.dropout)
+    if tok.vocab_size > shape.vocab_size:
+        raise SystemExit(f"tokenizer {tok_path} has {tok.vocab_size} pieces but the model's wte has "
+                         f"{shape.vocab_size} rows: pass the tokenizer the checkpoint was trained with")
+    torch.manual_seed(cfg.seed)
+    model = GPT2(shape)
+    if cfg.init == "pretrained":
+        missing = model.load_state_dict({k: torch.from_numpy(np.array(v, dtype=np.float32))
+                                         for k, v in ckpt.weights.items()}, strict=True)
+        assert not missing.missing_keys and not missing.unexpected_keys
+    info = {"checkpoint": ckpt.location, "step": ckpt.step, "tokens_seen": ckpt.state.get("tokens_seen"),
+            "engine": ckpt.state.get("engine"), "params": model.num_params(),
+            "shape": dataclasses.asdict(shape), "tokenizer_sha256": tok.sha256}
+    return model, tok, info
+
+
+def pick_device(cfg: EvalConfig) -> tuple[torch.device, bool]:
+    """(device, bf16 autocast on?)."""
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device visible to PyTorch; use --device cpu")
+    dev = torch.device("cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+                       else "cpu")
+    amp = cfg.precision == "bf16" or (cfg.precision == "auto" and dev.type == "cuda")
+    return dev, amp
+
+
+# ----------------------------------------------------------------------------------------------------
+# results table
+
+
+def _row_key(r: dict) -> tuple:
+    return (r["name"], r["task"], r["init"], r.get("pooling"))
+
+
+def update_table(out_dir: str, row: dict) -> None:
+    """Insert/replace `row` in <out>/results.json and rewrite <out>/results.md."""
+    path = os.path.join(out_dir, "results.json")
+    rows = read_json(path)["rows"] if os.path.isfile(path) else []
+    rows = [r for r in rows if _row_key(r) != _row_key(row)] + [row]
+    rows.sort(key=lambda r: (r["task"], r["name"], r["init"]))
+    write_json_atomic(path, {"format": "kogpt-eval-v1", "rows": rows})
+    write_bytes_atomic(os.path.join(out_dir, "results.md"), render_markdown(rows).encode("utf-8"))
+
+
+def render_markdown(rows: list[dict]) -> str:
+    lines = ["# Downstream evaluation", "",
+             "| model | step | params | task | init | pooling | metric | value | test examples | train examples |",
+             "|---|---:|---:|---|---|---|---|---:|---:|---:|"]
+    for r in rows:
+        metric = "perplexity" if r["task"] == "perplexity" else "test accuracy"
+        value = r["perplexity"] if r["task"] == "perplexity" else r["test_accuracy"]
+        lines.append(f"| {r['name']} | {r.get('step', '')} | {r.get('params', 0) / 1e6:.1f}M | {r['task']} | "
+                     f"{r['init']} | {r.get('pooling') or ''} | {metric} | {value:.4f} | "
+                     f"{r.get('test_examples', r.get('tokens', ''))} | {r.get('train_examples', '')} |")
+    lines += ["", "Reference (KoGPT2's published table, test accuracy, full data, GPT-2 base size):", "",
+              "| model | nsmc | paraphrase |", "|---|---:|---:|"]
+    names = dict.fromkeys(n for rs in REFERENCE.values() for n, _ in rs)
+    for n in names:
+        vals = [next((f"{v:.3f}" for m, v in REFERENCE[t] if m == n), "-") for t in ("nsmc", "paraphrase")]
+        lines.append(f"| {n} | {vals[0]} | {vals[1]} |")
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------------------------------
+# entry point
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def run(cfg: EvalConfig) -> dict:
+    """Evaluate as configured; writes the per-run JSON and updates the results table. Returns the row."""
+    cfg.validate()
+    _seed_everything(cfg.seed)
+    device, amp = pick_device(cfg)
+    t0 = time.perf_counter()
+    gpt, tok, info = load_model(cfg)
+    name = cfg.name or f"{os.path.basename(os.path.dirname(info['checkpoint'].rstrip('/')))}/" \
+                       f"{os.path.basename(info['checkpoint'].rstrip('/'))}"
+    row: dict[str, Any] = {"name": name, "task": cfg.task, "init": cfg.init, "step": info["step"],
+                           "params": info["params"], "device": str(device), "precision": "bf16" if amp else "fp32"}
+    context = gpt.shape.max_length
+    if cfg.task == "perplexity":
+        row["pooling"] = None
+        docs = read_documents(cfg.text, cfg.doc_sep)
+        stride = cfg.stride or max(1, context // 2)
+        if not 0 < stride <= context:
+            raise SystemExit(f"--stride {stride}: must be in [1, {context}] (the model's context)")
+        res = perplexity(gpt.to(device), tok, docs, context, stride, device, amp, cfg.max_tokens)
+        row.update(res, text=cfg.text, docs=len(docs))
+        log.info("perplexity %.3f over %d tokens (%.4f nats/token, %s bits/char) with context %d, stride %d",
+                 res["perplexity"], res["tokens"], res["nll"],
+                 f"{res['bits_per_char']:.4f}" if res["bits_per_char"] else "n/a", context, stride)
+    else:
+        row["pooling"] = cfg.pooling
+        splits = load_task(cfg.task, cfg.data, cfg.valid_fraction, cfg.seed)
+        rng = random.Random(cfg.seed)
+        if cfg.max_train_examples and cfg.max_train_examples < len(splits["train"]):
+            splits["train"] = rng.sample(splits["train"], cfg.max_train_examples)
+        if cfg.max_test_examples and cfg.max_test_examples < len(splits["test"]):
+            splits["test"] = random.Random(cfg.seed + 1).sample(splits["test"], cfg.max_test_examples)
+        max_len = min(cfg.max_length, context)
+        enc = {k: (encode_examples(tok, v, max_len), [e.label for e in v]) for k, v in splits.items()}
+        for k, v in splits.items():
+            lens = [len(s) for s in enc[k][0]]
+            log.info("%s %s: %d examples, labels %s, mean %.1f tokens, %.1f%% truncated at %d", cfg.task, k,
+                     len(v), label_counts(v), float(np.mean(lens)), 100.0 * np.mean([n >= max_len for n in lens]),
+                     max_len)
+        model = SequenceClassifier(gpt, gpt.shape.units, TASKS[cfg.task].num_labels, cfg.pooling, cfg.dropout)
+        model.to(device)
+        fit = finetune(model, enc["train"], enc["valid"], cfg, tok.pad_id, device, amp)
+        test = classify(model, *enc["test"], cfg.batch_size, tok.pad_id, device, amp)
+        log.info("%s %s (%s): test accuracy %.4f on %d examples (best valid %.4f)", name, cfg.task, cfg.init,
+                 test["accuracy"], test["examples"], fit["best_valid_accuracy"])
+        row.update(test_accuracy=test["accuracy"], test_loss=test["loss"], test_examples=test["examples"],
+                   best_valid_accuracy=fit["best_valid_accuracy"], valid_examples=len(enc["valid"][0]),
+                   train_examples=len(enc["train"][0]), steps=fit["steps"], train_seconds=fit["train_seconds"],
+                   train_tokens_per_s=fit["train_tokens_per_s"], data=cfg.data)
+        row["history"] = fit["history"]
+    row["seconds"] = time.perf_counter() - t0
+    detail = dict(row, config=dataclasses.asdict(cfg), model=info)
+    os.makedirs(cfg.out, exist_ok=True)
+    safe = name.replace("/", "_").replace(":", "_")
+    write_json_atomic(os.path.join(cfg.out, f"{cfg.task}-{safe}-{cfg.init}.json"), detail)
+    update_table(cfg.out, {k: v for k, v in row.items() if k != "history"})
+    return row
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m pretrain.evaluate", description=__doc__.split("\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for f in dataclasses.fields(EvalConfig):
+        flag = "--" + f.name.replace("_", "-")
+        p.add_argument(flag, type=type(f.default), default=f.default, dest=f.name)
+    p.add_argument("--log-level", default="INFO")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = vars(build_parser().parse_args(argv))
+    setup_logging(getattr(logging, args.pop("log_level").upper(), logging.INFO))
+    cfg = EvalConfig(**args)
+    try:
+        row = run(cfg)
+    except DataError as e:
+        log.error("%s", e)
+        return 2
+    print(json.dumps({k: v for k, v in row.items() if k != "history"}, ensure_ascii=False, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

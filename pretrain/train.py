@@ -1,0 +1,74 @@
+"""Pretrain GPT-2: `python -m pretrain.train --config configs/X.yaml [--set key=value ...]`.
+
+    python -m pretrain.train --config configs/tiny.yaml                       # one process (CPU or 1 GPU)
+    horovodrun -np 2 -H localhost:2 --gloo python -m pretrain.train --config configs/tiny.yaml
+    horovodrun -np 64 -hostfile hosts --mpi python -m pretrain.train --config configs/base.yaml
+
+Reads the tokenizer (`tokenizer.dir` or `tokenizer.model`) and the token shards (`train.shards`),
+builds the engine named by `train.engine`, resumes per `checkpoint.resume` (auto | none | PATH),
+and trains to `train.max_steps`, logging on rank 0 to stderr, `<train.out_dir>/metrics.jsonl` and
+`<train.out_dir>/tensorboard/`. The loop itself is in pretrain/trainer.py.
+
+Exit status: 0 done; 2 a config/data/checkpoint problem (the message names the fix); 3 the loss
+diverged (NaN/Inf; the last good checkpoint is intact); 1 anything else.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Optional
+
+from common.config import ConfigError, add_config_args, config_from_args
+from common.log import setup_logging
+
+log = logging.getLogger("pretrain.train")
+
+
+def _user_errors() -> tuple[type, ...]:
+    """Exception types whose message is the whole story for the user (no traceback)."""
+    from corpus.shards import ShardsError
+    from corpus.tokenizer import TokenizerError
+    from pretrain.checkpoint import CheckpointError
+    from pretrain.data import DataError
+    errors: list[type] = [ConfigError, DataError, CheckpointError, ShardsError, TokenizerError]
+    try:
+        from pretrain.engines.mxnet.gpu import UnsupportedGPUError
+        errors.append(UnsupportedGPUError)
+    except ImportError:
+        pass
+    return tuple(errors)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pretrain.train", description=__doc__.split("\n")[0])
+    add_config_args(parser)
+    args = parser.parse_args(argv)
+    setup_logging()
+    try:
+        cfg = config_from_args(args)
+    except ConfigError as e:
+        log.error("config error: %s", e)
+        return 2
+    setup_logging(getattr(logging, cfg.log.level.upper(), logging.INFO))
+
+    from pretrain.dist import init_dist
+    from pretrain.trainer import TrainingDiverged, run
+
+    dist = init_dist(cfg.train.engine)
+    setup_logging(getattr(logging, cfg.log.level.upper(), logging.INFO), rank=dist.rank)
+    try:
+        tr = run(cfg, dist)
+    except TrainingDiverged as e:
+        log.error("training diverged: %s", e)
+        return 3
+    except _user_errors() as e:
+        log.error("%s: %s", type(e).__name__, e)
+        return 2
+    log.info("done: step %d, %d tokens seen, %d skipped steps; outputs in %s", tr.step, tr.tokens_seen,
+             tr.skipped, cfg.train.out_dir)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

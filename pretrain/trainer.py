@@ -1,0 +1,217 @@
+"""The training loop, shared by both engines: data order, schedule, eval, logging, checkpoints.
+
+`run(cfg)` trains to `train.max_steps` and returns; errors a user can fix are raised as exceptions
+with the fix in the message (pretrain/train.py turns them into an exit status). It never asks which
+engine or backend it runs on: it talks to an `Engine` (pretrain/engines/base.py) and a `Dist`.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import asdict
+from typing import Any, Optional
+
+import numpy as np
+
+from common.config import ConfigError, save_resolved, to_dict
+from pretrain.data import DataError, WindowDataset
+from pretrain.dist import Dist
+from pretrain.metrics import MetricsWriter, flops_per_token, fmt_bytes, mfu
+from pretrain.schedule import lr_at
+
+log = logging.getLogger("pretrain.train")
+
+STATE_FORMAT = "kogpt-ckpt-v1"
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or gradient became NaN/Inf without fp16 loss scaling to absorb it."""
+
+
+class Trainer:
+    """One run. `Trainer(cfg, dist).run()`; attributes hold the live counters (step, cursor, ...)."""
+
+    def __init__(self, cfg: Any, dist: Dist):
+        from corpus.tokenizer import Tokenizer
+        from pretrain.checkpoint import CheckpointManager
+        from pretrain.engines import create_engine
+
+        self.cfg, self.dist = cfg, dist
+        t = cfg.train
+        self.seq_len = t.seq_len or cfg.model.max_length
+        self.accum = t.accumulation(dist.size)      # validates global = micro x accum x workers
+        tok_path = cfg.tokenizer.model or cfg.tokenizer.dir
+        self.tokenizer = Tokenizer.load(tok_path)
+        vocab = cfg.model.vocab_size or self.tokenizer.vocab_size
+        if vocab < self.tokenizer.vocab_size:
+            raise ConfigError(f"model.vocab_size={vocab} is smaller than the tokenizer's {self.tokenizer.vocab_size} "
+                              f"({tok_path}); set model.vocab_size: 0 to use the tokenizer's")
+        self.vocab_size = vocab
+        self.train_data = WindowDataset(t.shards, "train", self.seq_len, t.seed, self.tokenizer.sha256, vocab)
+        try:
+            self.valid_data: Optional[WindowDataset] = WindowDataset(t.shards, "valid", self.seq_len, t.seed,
+                                                                     self.tokenizer.sha256, vocab)
+        except DataError as e:
+            log.warning("no validation: %s", e)
+            self.valid_data = None
+        self.tok_dir = os.path.join(t.out_dir, "tokenizer")
+        if dist.is_root:                  # copied once so every checkpoint is self-contained
+            os.makedirs(t.out_dir, exist_ok=True)
+            self.tokenizer.save(self.tok_dir)
+            save_resolved(cfg, os.path.join(t.out_dir, "config.yaml"))
+
+        self.engine = create_engine(cfg, dist, vocab)
+        self.cm = CheckpointManager(cfg.checkpoint, t.out_dir, is_writer=dist.is_root)
+        self.metrics = MetricsWriter(t.out_dir, dist.is_root, cfg.log.tensorboard)
+        self.step = 0
+        self.cursor = 0
+        self.tokens_seen = 0
+        self.skipped = 0
+        self.resumed_step: Optional[int] = None
+        self.fpt = flops_per_token(self.engine.num_params, cfg.model.num_layers, cfg.model.units, self.seq_len)
+
+    # -- resume ---------------------------------------------------------------------------------
+    def resume(self) -> None:
+        ck_cfg = self.cfg.checkpoint
+        where = self.cm.resolve_resume(ck_cfg.resume) if self.dist.is_root else None
+        where = self.dist.broadcast_object(where)
+        if where is None:
+            if ck_cfg.init_from:
+                from pretrain.checkpoint import load_checkpoint
+                ck = load_checkpoint(ck_cfg.init_from, ck_cfg.s3)
+                self.engine.set_weights(ck.weights)
+                log.info("initialised weights from %s (fresh optimizer, step 0)", ck.location)
+            else:
+                log.info("starting from scratch (checkpoint.resume=%s found nothing)", ck_cfg.resume)
+            return
+        ck = self.cm.load(where)
+        st = ck.state
+        if st.get("tokenizer_sha256") != self.tokenizer.sha256:
+            raise ConfigError(f"checkpoint {where} was trained with tokenizer sha256 "
+                              f"{str(st.get('tokenizer_sha256'))[:12]}.., the config's tokenizer has "
+                              f"{self.tokenizer.sha256[:12]}..: use the checkpoint's tokenizer/ directory "
+                              "(tokenizer.dir) or set checkpoint.resume: none")
+        self.engine.set_weights(ck.weights)
+        self.engine.set_optimizer_state(ck.optimizer, st.get("optimizer", {}))
+        self.engine.set_rng_state(st.get("rng", {}))
+        self.step, self.cursor = int(st["step"]), int(st["sample_cursor"])
+        self.tokens_seen, self.skipped = int(st["tokens_seen"]), int(st.get("skipped_steps", 0))
+        self.resumed_step = self.step
+        if st.get("world_size") != self.dist.size:
+            log.info("resuming a %s-worker run on %d workers: the data continues from global sample %d",
+                     st.get("world_size"), self.dist.size, self.cursor)
+        log.info("resumed from %s: step %d, %d tokens seen, sample cursor %d", ck.location, self.step,
+                 self.tokens_seen, self.cursor)
+
+    def save(self) -> None:
+        tensors, scalars = self.engine.get_optimizer_state()
+        weights = self.engine.get_weights()
+        m = self.cfg.model
+        state = {
+            "format": STATE_FORMAT, "step": self.step, "tokens_seen": self.tokens_seen,
+            "sample_cursor": self.cursor, "engine": self.engine.name, "world_size": self.dist.size,
+            "rng": self.engine.get_rng_state(), "loss_scale": float(scalars.get("loss_scale", 1.0)),
+            "skipped_steps": self.skipped, "tokenizer_sha256": self.tokenizer.sha256,
+            "optimizer": scalars, "seq_len": self.seq_len, "global_batch": self.cfg.train.global_batch,
+            "model": dict(asdict(m), vocab_size=self.vocab_size, tie_embeddings=True),
+            "config": to_dict(self.cfg),
+        }
+        self.cm.save(self.step, weights, tensors, state, self.tok_dir if self.dist.is_root else None, copy=False)
+
+    # -- evaluation -----------------------------------------------------------------------------
+    def evaluate(self) -> Optional[float]:
+        if self.valid_data is None:
+            return None
+        t = self.cfg.train
+        nll, n = 0.0, 0
+        t0 = time.perf_counter()
+        for batch in self.valid_data.eval_batches(self.dist.rank, self.dist.size, t.micro_batch, t.eval_batches):
+            s, k = self.engine.eval_loss(batch)
+            nll, n = nll + s, n + k
+        nll, n = self.dist.allreduce_sum(np.array([nll, n]))
+        loss = float(nll / max(n, 1))
+        ppl = math.exp(loss) if loss < 700 else float("inf")
+        log.info("eval step %d | valid_loss %.4f nats/token | valid_ppl %.2f | %d tokens in %.1f s",
+                 self.step, loss, ppl, int(n), time.perf_counter() - t0)
+        self.metrics.write("eval", self.step, {"valid_loss": loss, "valid_ppl": ppl, "valid_tokens": int(n),
+                                               "tokens_seen": self.tokens_seen})
+        return loss
+
+    # -- the loop -------------------------------------------------------------------------------
+    def run(self) -> None:
+        t, dist = self.cfg.train, self.dist
+        g = t.global_batch
+        log.info("training %s: %d steps x %d sequences x %d tokens (micro %d x accum %d x %d workers), "
+                 "%.1f M params, %.3g FLOPs/token", self.cfg.name, t.max_steps, g, self.seq_len, t.micro_batch,
+                 self.accum, dist.size, self.engine.num_params / 1e6, self.fpt)
+        losses: list[float] = []
+        t_last, tok_last = time.perf_counter(), self.tokens_seen
+        last_eval = -1
+        last_ckpt = self.resumed_step if self.resumed_step is not None else -1   # that one exists already
+        while self.step < t.max_steps:
+            lr = lr_at(self.step, self.cfg.optim, t.max_steps)
+            batches = self.train_data.batch_for_step(self.cursor, dist.rank, dist.size, t.micro_batch, self.accum)
+            cursor_before = self.cursor
+            res = self.engine.train_step(batches, lr)
+            self.step += 1
+            self.cursor += g
+            self.tokens_seen += g * self.seq_len
+            if res.skipped:
+                self.skipped += 1
+                log.warning("step %d skipped: fp16 gradient overflow, loss scale now %g (%d skipped so far)",
+                            self.step, res.loss_scale, self.skipped)
+            elif not (math.isfinite(res.loss) and math.isfinite(res.grad_norm)):
+                last = self.cm.last_saved_step if dist.is_root else None
+                raise TrainingDiverged(
+                    f"step {self.step}: loss {res.loss} / grad norm {res.grad_norm} is not finite in "
+                    f"{self.engine.precision} (lr {lr:.3g}). The run stops; the last good checkpoint "
+                    f"({'step %d' % last if last is not None else 'none written by this process'}) under "
+                    f"{self.cfg.checkpoint.root} is intact. Lower optim.lr, raise optim.warmup_steps or check "
+                    "the data, then resume (checkpoint.resume: auto)")
+            else:
+                losses.append(res.loss)
+            if self.step % t.log_every == 0 or self.step == t.max_steps:
+                now = time.perf_counter()
+                tps = (self.tokens_seen - tok_last) / max(now - t_last, 1e-9)
+                t_last, tok_last = now, self.tokens_seen
+                frac = mfu(tps, self.fpt, self.engine.device_name, dist.size)
+                mem = self.engine.memory_bytes()
+                loss = float(np.mean(losses)) if losses else float("nan")
+                losses = []
+                log.info("step %d/%d | loss %.4f | lr %.3e | grad_norm %.3f | %s tok/s | MFU %s | loss_scale %g "
+                         "| mem %s | skipped %d", self.step, t.max_steps, loss, lr, res.grad_norm, f"{tps:,.0f}",
+                         "n/a" if frac is None else f"{100 * frac:.1f}%", res.loss_scale, fmt_bytes(mem),
+                         self.skipped)
+                self.metrics.write("train", self.step, {
+                    "loss": loss, "lr": lr, "grad_norm": res.grad_norm, "tokens_per_s": tps, "mfu": frac,
+                    "loss_scale": res.loss_scale, "memory_bytes": mem, "tokens_seen": self.tokens_seen,
+                    "sample_cursor": cursor_before, "skipped_steps": self.skipped})
+            if t.eval_every and self.step % t.eval_every == 0:
+                self.evaluate()
+                last_eval = self.step
+            if self.cfg.checkpoint.every_steps and self.step % self.cfg.checkpoint.every_steps == 0:
+                self.save()
+                last_ckpt = self.step
+        if last_eval != self.step:
+            self.evaluate()
+        if last_ckpt != self.step:
+            self.save()
+
+    def close(self) -> None:
+        try:
+            self.cm.close()
+        finally:
+            self.metrics.close()
+
+
+def run(cfg: Any, dist: Dist) -> Trainer:
+    """Build, resume and train; the checkpoint manager is closed (last save finished) on the way out."""
+    tr = Trainer(cfg, dist)
+    try:
+        tr.resume()
+        tr.run()
+    finally:
+        tr.close()
+    return tr

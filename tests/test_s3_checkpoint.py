@@ -1,0 +1,480 @@
+"""S3 checkpoints against a real S3 API over HTTP on loopback: moto's server mode, started here.
+
+Nothing in boto3 is mocked: the code under test talks HTTP to `python -m moto.server`, directly or
+through a small forwarding proxy (this file run as a script) that injects real HTTP faults:
+503 SlowDown answers, or a dead endpoint when the proxy process is SIGKILLed mid-upload (killing
+moto itself would also lose its in-memory bucket, and with it the checkpoints to resume from).
+"""
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SECRET = "sEcReT/doNotLog+0123456789abcdefghijklmn"   # fake; asserted never to reach logs or objects
+
+pytestmark = pytest.mark.slow
+
+
+# ----------------------------------------------------------------------------------------------------
+# the fault-injecting HTTP proxy (runs as a subprocess: `python tests/test_s3_checkpoint.py proxy ...`)
+
+_SLOWDOWN = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
+             b"<Message>Please reduce your request rate.</Message><RequestId>proxy</RequestId></Error>")
+_HOP = {"connection", "keep-alive", "transfer-encoding", "expect", "proxy-connection", "te", "upgrade"}
+
+
+class _ProxyHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"   # keep-alive and Expect: 100-continue, like a real S3 endpoint
+
+    def log_message(self, *args) -> None:
+        pass
+
+    def _handle(self) -> None:
+        n = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(n) if n else b""
+        srv = self.server
+        if self.command in ("PUT", "POST"):
+            with srv.lock:
+                throttle = srv.fail_left > 0
+                if throttle:
+                    srv.fail_left -= 1
+                    srv.failed += 1
+                    Path(srv.stats).write_text(str(srv.failed))
+            if throttle:
+                self.send_response(503, "Slow Down")
+                self.send_header("Content-Type", "application/xml")
+                self.send_header("Content-Length", str(len(_SLOWDOWN)))
+                self.end_headers()
+                self.wfile.write(_SLOWDOWN)
+                return
+        conn = http.client.HTTPConnection("127.0.0.1", srv.target, timeout=120)
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
+        conn.request(self.command, self.path, body=body, headers=headers)
+        resp = conn.getresponse()
+        data = resp.read()
+        conn.close()
+        self.send_response(resp.status, resp.reason)
+        for k, v in resp.getheaders():
+            if k.lower() not in _HOP and k.lower() != "content-length":
+                self.send_header(k, v)
+        length = resp.getheader("Content-Length") if self.command == "HEAD" else str(len(data))
+        self.send_header("Content-Length", length or "0")
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
+
+
+def _run_proxy(port: int, target: int, fail_first: int, stats: str) -> None:
+    srv = ThreadingHTTPServer(("127.0.0.1", port), _ProxyHandler)
+    srv.daemon_threads = True
+    srv.target, srv.fail_left, srv.failed, srv.stats, srv.lock = target, fail_first, 0, stats, threading.Lock()
+    Path(stats).write_text("0")
+    srv.serve_forever()
+
+
+# ----------------------------------------------------------------------------------------------------
+# fixtures
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_http(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server on port {port} exited with {proc.returncode}")
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            c.request("GET", "/")
+            c.getresponse().read()
+            c.close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"server on port {port} did not answer within {timeout} s")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def moto_port():
+    port = _free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_http(port, proc)
+        yield port
+    finally:
+        _stop(proc)
+
+
+class Proxy:
+    """The fault proxy as a separate process, restartable on the same port."""
+
+    def __init__(self, target: int, tmp: Path, fail_first: int = 0):
+        self.port, self.target, self.fail_first = _free_port(), target, fail_first
+        self.stats = str(tmp / f"proxy-{self.port}.stats")
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> "Proxy":
+        self.proc = subprocess.Popen([sys.executable, __file__, "proxy", str(self.port), str(self.target),
+                                      str(self.fail_first), self.stats], cwd=REPO)
+        _wait_http(self.port, self.proc)
+        return self
+
+    def kill(self) -> None:
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+
+    @property
+    def throttled(self) -> int:
+        return int(Path(self.stats).read_text() or 0)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+@pytest.fixture
+def aws_env(monkeypatch, tmp_path):
+    """Fake credentials in the environment (the standard chain); no shared files, no IMDS."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIATESTINGONLY00000")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    for v in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+              "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_WEB_IDENTITY_TOKEN_FILE"):
+        monkeypatch.delenv(v, raising=False)
+
+
+@pytest.fixture
+def s3(moto_port, aws_env):
+    """A fresh bucket on the moto server: (boto3 client talking straight to moto, bucket name)."""
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{moto_port}", region_name="us-east-1")
+    bucket = f"ckpt-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=bucket)
+    return client, bucket
+
+
+def _cfg(root: str, endpoint: str, tmp: Path, **s3kw):
+    from common.schema import CheckpointConfig, S3Config
+
+    s3kw = {"max_attempts": 3, "retry_mode": "standard", "multipart_chunk_mb": 5, "max_concurrency": 2,
+            **s3kw}
+    return CheckpointConfig(root=root, staging_dir=str(tmp / "staging"), s3=S3Config(endpoint_url=endpoint, **s3kw))
+
+
+def _manager(root, endpoint, tmp, is_writer=True, **s3kw):
+    from pretrain.checkpoint import CheckpointManager
+
+    return CheckpointManager(_cfg(root, endpoint, tmp, **s3kw), str(tmp / "run"), is_writer=is_writer)
+
+
+def _tensors(seed: int, n: int = 64) -> tuple[dict, dict]:
+    rng = np.random.default_rng(seed)
+    w = {"wte.weight": rng.standard_normal((n, 16), dtype=np.float32),
+         "ln_f.bias": rng.standard_normal(16, dtype=np.float32)}
+    o = {f"{k}.{name}": rng.standard_normal(v.shape, dtype=np.float32)
+         for name, v in w.items() for k in ("exp_avg", "exp_avg_sq")}
+    return w, o
+
+
+def _state(step: int) -> dict:
+    return {"step": step, "tokens_seen": step * 10, "sample_cursor": step, "rng": {"counter": step}}
+
+
+@pytest.fixture
+def tok_dir(tmp_path) -> str:
+    d = tmp_path / "tok"
+    d.mkdir()
+    (d / "spm.model").write_bytes(b"spm-bytes")
+    (d / "tokenizer.json").write_text('{"format": "kogpt-tokenizer-v1"}')
+    return str(d)
+
+
+def _latest(client, bucket, prefix="run") -> str:
+    return client.get_object(Bucket=bucket, Key=f"{prefix}/latest")["Body"].read().decode().strip()
+
+
+def _keys(client, bucket) -> list[str]:
+    return sorted(o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", []))
+
+
+def _wait_for_multipart(client, bucket, timeout=120) -> None:
+    """Poll the server (directly) until a multipart upload is in progress."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if client.list_multipart_uploads(Bucket=bucket).get("Uploads"):
+            return
+        time.sleep(0.01)
+    raise AssertionError("no multipart upload started")
+
+
+# ----------------------------------------------------------------------------------------------------
+# tests
+
+
+def test_s3_round_trip_prune_and_no_secrets(s3, moto_port, tmp_path, tok_dir, caplog):
+    from pretrain.checkpoint import load_checkpoint
+
+    client, bucket = s3
+    ep = f"http://127.0.0.1:{moto_port}"
+    root = f"s3://{bucket}/run"
+    caplog.set_level(logging.DEBUG, logger="pretrain")
+    m = _manager(root, ep, tmp_path, max_attempts=5, retry_mode="adaptive")
+    m.cfg.keep_last = 2
+    big_w, big_o = _tensors(0, n=200_000)    # 12.8 MB weights, 25.6 MB optimizer: multipart (5 MiB parts)
+    m.save(1, big_w, big_o, _state(1), tok_dir)
+    for s in (2, 3):
+        m.save(s, *_tensors(s), _state(s), tok_dir)
+    m.close()
+    assert _latest(client, bucket) == "step_00000003"
+    keys = _keys(client, bucket)
+    assert {k.split("/")[1] for k in keys} == {"latest", "step_00000002", "step_00000003"}
+    assert f"run/step_00000003/MANIFEST.json" in keys and "run/step_00000003/tokenizer/spm.model" in keys
+    for k in keys:   # credentials never end up in checkpoints
+        assert SECRET.encode() not in client.get_object(Bucket=bucket, Key=k)["Body"].read()
+
+    reader = _manager(root, ep, tmp_path / "rank1", is_writer=False)   # any rank can read
+    loc = reader.resolve_resume("auto")
+    assert loc == f"{root}/step_00000003"
+    ck = reader.load(loc)
+    reader.close()
+    w3, o3 = _tensors(3)
+    for k in w3:
+        np.testing.assert_array_equal(ck.weights[k], w3[k])
+    for k in o3:
+        np.testing.assert_array_equal(ck.optimizer[k], o3[k])
+    assert ck.state["rng"] == {"counter": 3}
+    assert not list((tmp_path / "rank1" / "staging").rglob("*.safetensors")), "download cache not cleaned"
+
+    # a big (multipart) checkpoint round-trips through the standalone helpers
+    from common.schema import S3Config
+    from pretrain.checkpoint import write_checkpoint
+
+    s3cfg = S3Config(endpoint_url=ep, multipart_chunk_mb=5, max_concurrency=4)
+    write_checkpoint(f"s3://{bucket}/big/step_00000007", big_w, big_o, _state(7), tok_dir, s3cfg)
+    ck = load_checkpoint(f"s3://{bucket}/big", s3cfg)
+    assert ck.step == 7
+    np.testing.assert_array_equal(ck.weights["wte.weight"], big_w["wte.weight"])
+    np.testing.assert_array_equal(ck.optimizer["exp_avg_sq.wte.weight"], big_o["exp_avg_sq.wte.weight"])
+    assert SECRET not in caplog.text and "AKIATESTINGONLY" not in caplog.text
+
+
+def test_server_stops_mid_upload(s3, moto_port, tmp_path, tok_dir):
+    from pretrain.checkpoint import CheckpointError
+
+    client, bucket = s3
+    proxy = Proxy(moto_port, tmp_path).start()
+    root = f"s3://{bucket}/run"
+    try:
+        m = _manager(root, proxy.endpoint, tmp_path, max_attempts=2)
+        m.save(1, *_tensors(1), _state(1), tok_dir)
+        m.wait()
+        m.save(2, *_tensors(2, n=400_000), _state(2), tok_dir)   # ~77 MB in 5 MiB parts
+        _wait_for_multipart(client, bucket)
+        proxy.kill()                                           # the endpoint dies mid-upload
+        with pytest.raises(CheckpointError, match="step_00000002"):
+            m.wait()
+        m.close()
+        assert _latest(client, bucket) == "step_00000001"
+        assert "run/step_00000002/MANIFEST.json" not in _keys(client, bucket)
+
+        proxy.start()                                          # the endpoint comes back
+        m = _manager(root, proxy.endpoint, tmp_path)
+        loc = m.resolve_resume("auto")
+        assert loc == f"{root}/step_00000001"
+        assert m.load(loc).step == 1
+        m.save(2, *_tensors(2), _state(2), tok_dir)
+        m.close()
+        assert _latest(client, bucket) == "step_00000002"
+        assert m.resolve_resume("auto") == f"{root}/step_00000002"
+    finally:
+        _stop(proxy.proc)
+
+
+def test_throttling_503_slowdown_then_recovery(s3, moto_port, tmp_path, tok_dir, caplog):
+    client, bucket = s3
+    proxy = Proxy(moto_port, tmp_path, fail_first=3).start()
+    root = f"s3://{bucket}/run"
+    try:
+        m = _manager(root, proxy.endpoint, tmp_path, max_attempts=6)
+        with caplog.at_level(logging.INFO):
+            m.save(5, *_tensors(5), _state(5), tok_dir)
+            m.close()                       # raises if the retries did not absorb the throttling
+        assert proxy.throttled == 3
+        assert _latest(client, bucket) == "step_00000005"
+        m = _manager(root, proxy.endpoint, tmp_path)
+        loc = m.resolve_resume("auto")
+        assert loc == f"{root}/step_00000005"
+        np.testing.assert_array_equal(m.load(loc).weights["wte.weight"], _tensors(5)[0]["wte.weight"])
+        m.close()
+    finally:
+        _stop(proxy.proc)
+
+
+def test_throttling_beyond_retries_fails_loudly(s3, moto_port, tmp_path):
+    from pretrain.checkpoint import CheckpointError
+
+    client, bucket = s3
+    proxy = Proxy(moto_port, tmp_path, fail_first=10_000).start()
+    try:
+        m = _manager(f"s3://{bucket}/run", proxy.endpoint, tmp_path, max_attempts=2)
+        m.save(1, *_tensors(1), _state(1), None)
+        with pytest.raises(CheckpointError, match="SlowDown|503"):
+            m.close()
+        assert _keys(client, bucket) == []
+    finally:
+        _stop(proxy.proc)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "alter"])
+def test_object_damaged_after_upload(s3, moto_port, tmp_path, tok_dir, caplog, damage):
+    from pretrain.checkpoint import CheckpointError
+
+    client, bucket = s3
+    ep = f"http://127.0.0.1:{moto_port}"
+    root = f"s3://{bucket}/run"
+    m = _manager(root, ep, tmp_path)
+    m.save(1, *_tensors(1), _state(1), tok_dir)
+    m.save(2, *_tensors(2), _state(2), tok_dir)
+    m.close()
+    key = "run/step_00000002/model.safetensors"
+    data = bytearray(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+    if damage == "truncate":
+        data = data[: len(data) // 2]
+    else:
+        data[-5] ^= 0x01     # same size, one bit: only the sha256 can tell
+    client.put_object(Bucket=bucket, Key=key, Body=bytes(data))
+
+    m = _manager(root, ep, tmp_path)
+    with caplog.at_level(logging.WARNING):
+        loc = m.resolve_resume("auto")
+    assert loc == f"{root}/step_00000001"
+    assert "step_00000002" in caplog.text and ("bytes" in caplog.text or "sha256" in caplog.text)
+    with pytest.raises(CheckpointError, match="truncated|altered"):
+        m.load(f"{root}/step_00000002")
+    ck = m.load(loc)
+    m.save(2, ck.weights, ck.optimizer, _state(2), tok_dir)   # the resumed run re-writes step 2
+    m.close()
+    assert _latest(client, bucket) == "step_00000002"
+    assert m.resolve_resume("auto") == f"{root}/step_00000002"
+
+
+_KILL_CHILD = r"""
+import sys, numpy as np
+from common.schema import CheckpointConfig, S3Config
+from pretrain.checkpoint import CheckpointManager
+root, ep, run = sys.argv[1:4]
+cfg = CheckpointConfig(root=root, staging_dir=run + "/staging",
+                       s3=S3Config(endpoint_url=ep, multipart_chunk_mb=5, max_concurrency=1))
+m = CheckpointManager(cfg, run, is_writer=True)
+m.save(1, {"a": np.ones(4, np.float32)}, {}, {"step": 1}, None)
+m.wait()
+print("saved1", flush=True)
+big = np.random.default_rng(0).standard_normal(20 * 2**20, dtype=np.float32)   # 80 MiB per file
+m.save(2, {"a": big}, {"exp_avg.a": big, "exp_avg_sq.a": big}, {"step": 2}, None)
+m.close()
+print("saved2", flush=True)
+"""
+
+
+def test_trainer_sigkilled_during_upload(s3, moto_port, tmp_path):
+    client, bucket = s3
+    ep = f"http://127.0.0.1:{moto_port}"
+    root = f"s3://{bucket}/run"
+    p = subprocess.Popen([sys.executable, "-c", _KILL_CHILD, root, ep, str(tmp_path / "run")],
+                         cwd=REPO, stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "saved1"
+        _wait_for_multipart(client, bucket)
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait()
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == -signal.SIGKILL
+    assert _latest(client, bucket) == "step_00000001"
+    assert "run/step_00000002/MANIFEST.json" not in _keys(client, bucket)
+
+    m = _manager(root, ep, tmp_path)
+    assert m.resolve_resume("auto") == f"{root}/step_00000001"
+    assert m.load(f"{root}/step_00000001").step == 1
+    m.save(2, *_tensors(2), _state(2), None)
+    m.close()
+    assert _latest(client, bucket) == "step_00000002"
+    assert m.resolve_resume("auto") == f"{root}/step_00000002"
+
+
+def test_bucket_does_not_exist(s3, moto_port, tmp_path):
+    from pretrain.checkpoint import CheckpointError
+
+    client, _ = s3
+    ep = f"http://127.0.0.1:{moto_port}"
+    missing = f"missing-{uuid.uuid4().hex[:10]}"
+    with pytest.raises(CheckpointError, match=f"bucket '{missing}' does not exist.*aws s3 mb"):
+        _manager(f"s3://{missing}/run", ep, tmp_path)
+    client.create_bucket(Bucket=missing)      # the fix the message names
+    m = _manager(f"s3://{missing}/run", ep, tmp_path)
+    assert m.resolve_resume("auto") is None
+    m.save(1, *_tensors(1), _state(1), None)
+    m.close()
+    assert m.resolve_resume("auto") == f"s3://{missing}/run/step_00000001"
+
+
+def test_missing_credentials(s3, moto_port, tmp_path, monkeypatch):
+    from pretrain.checkpoint import CheckpointError
+
+    client, bucket = s3
+    ep = f"http://127.0.0.1:{moto_port}"
+    root = f"s3://{bucket}/run"
+    m = _manager(root, ep, tmp_path)
+    m.save(1, *_tensors(1), _state(1), None)
+    m.close()
+    with monkeypatch.context() as mp:
+        mp.delenv("AWS_ACCESS_KEY_ID")
+        mp.delenv("AWS_SECRET_ACCESS_KEY")
+        with pytest.raises(CheckpointError, match="No AWS credentials.*IAM role") as ei:
+            _manager(root, ep, tmp_path)
+        assert SECRET not in str(ei.value)
+    m = _manager(root, ep, tmp_path)          # credentials back: resume from the last checkpoint
+    assert m.resolve_resume("auto") == f"{root}/step_00000001"
+    assert _latest(client, bucket) == "step_00000001"
+    m.close()
+
+
+if __name__ == "__main__" and len(sys.argv) == 6 and sys.argv[1] == "proxy":
+    _run_proxy(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])
