@@ -300,12 +300,12 @@ def sprinkle(text: str, ch: str, every: int, start: int, limit: int) -> str:
 NEAR_SENTENCE = {
     # key: (old phrase, new phrase, title suffix)
     "semiconductor-export": ("전년 같은 달보다 22.3% 줄었다", "전년 같은 달보다 22.4% 감소했다", " (종합)"),
-    "seoul-subway-fare": ("내년 상반기 중", "이르면 내년 4월", ""),
-    "hangul-day-event": ("시민 1만여 명이 찾았다", "시민 약 1만 2천 명이 다녀갔다", " (종합2보)"),
+    "rate-cut": ("석 달 만의 추가 인하로", "3개월 만에 다시 금리를 내린 것으로", ""),
+    "u20-final": ("수만 명의 시민이 모여", "시민 수만 명이 모여", " (종합2보)"),
 }
-NEAR_BYLINE = ["jeju-tourism", "kbo-final"]          # same body, another reporter and outlet, date +1 day
+NEAR_BYLINE = ["jeju-tourism", "national-team-football"]   # same body, another reporter/outlet, date +1 day
 NEAR_APPEND = {"typhoon-mitag": "기상청은 태풍이 소멸할 때까지 비상근무 체제를 유지하기로 했다."}
-EXACT_DUP = ["fine-dust-season", "busan-film-festival", "minimum-wage-2020", "year-end-donation"]
+EXACT_DUP = ["fine-dust-season", "forest-fire", "minimum-wage-2020", "year-end-volunteer"]
 
 
 def decorate(it: NewsItem, i: int, titles: list[str]) -> None:
@@ -334,6 +334,11 @@ def decorate(it: NewsItem, i: int, titles: list[str]) -> None:
     if c != 3:
         it.noise.append("copyright")
     it.text = "\n".join(paras)
+
+
+def inherit(o: NewsItem, *drop: str) -> list[str]:
+    """Noise tags a copy of `o` keeps (its text carries them); copies are never written \\u-escaped."""
+    return [t for t in o.noise if t not in drop and t != "ascii-escaped-json"]
 
 
 def build_news(items: list[NewsItem]) -> tuple[list[NewsItem], list[str]]:
@@ -373,14 +378,14 @@ def build_news(items: list[NewsItem]) -> tuple[list[NewsItem], list[str]]:
     extra: list[tuple[NewsItem, NewsItem]] = []   # (copy, original)
     for k in EXACT_DUP:
         o = by_key[k]
-        extra.append((NewsItem(o.key + "#dup", o.date, o.section, o.title, o.paras, o.kind, ["exact-dup"],
+        extra.append((NewsItem(o.key + "#dup", o.date, o.section, o.title, o.paras, o.kind, ["exact-dup"] + inherit(o),
                                text=o.text), o))
     for k, (old, new, suffix) in NEAR_SENTENCE.items():
         o = by_key[k]
         if old not in o.text:
             raise ValueError(f"near-duplicate {k}: phrase {old!r} not in the article")
         extra.append((NewsItem(o.key + "#near", o.date, o.section, o.title + suffix, o.paras, "",
-                               ["near-dup-sentence"], text=o.text.replace(old, new, 1)), o))
+                               ["near-dup-sentence"] + inherit(o), text=o.text.replace(old, new, 1)), o))
     for k in NEAR_BYLINE:
         o = by_key[k]
         j = REPORTERS.index(next(r for r in REPORTERS if f"{r[0]} 기자" in o.text)) if "byline" in o.noise else 0
@@ -390,14 +395,16 @@ def build_news(items: list[NewsItem]) -> tuple[list[NewsItem], list[str]]:
         body += [f"{name} 기자 {mail}@{dom}.example.com", f"Copyright ⓒ {outlet}. All rights reserved."]
         d = datetime.strptime(o.date, "%Y-%m-%d") + timedelta(days=1)
         extra.append((NewsItem(o.key + "#byline", d.strftime("%Y-%m-%d"), o.section, o.title, o.paras, "",
-                               ["near-dup-byline"], text="\n".join(body)), o))
+                               ["near-dup-byline", "byline", "copyright"]
+                               + inherit(o, "byline", "copyright"),
+                               text="\n".join(body)), o))
     for k, sentence in NEAR_APPEND.items():
         o = by_key[k]
         lines = o.text.split("\n")
         body_end = max(n for n, ln in enumerate(lines) if not re.search(r"기자 \S+@|ⓒ|▶", ln))
         lines[body_end] += " " + sentence
         extra.append((NewsItem(o.key + "#update", o.date, o.section, o.title + " (2보)", o.paras, "",
-                               ["near-dup-append"], text="\n".join(lines)), o))
+                               ["near-dup-append"] + inherit(o), text="\n".join(lines)), o))
     for n, (copy, orig) in enumerate(extra):
         pos = out.index(orig) + 9 + (n * 5) % 13
         out.insert(min(pos, len(out)), copy)
@@ -436,8 +443,7 @@ def build_news(items: list[NewsItem]) -> tuple[list[NewsItem], list[str]]:
         ids = kinds.get(tag, [])
         if not ids:
             continue
-        shown = ", ".join(ids) if len(ids) <= 16 else f"{len(ids)} items (e.g. {', '.join(ids[:6])}, ...)"
-        tally.append(f"- **{tag}**: {desc[tag]}: {shown}.")
+        tally.append(f"- **{tag}** ({len(ids)}): {desc[tag]}: {', '.join(ids)}.")
     tally.append("- **exact-dup** (text, title, date, section identical; only the id differs): "
                  + "; ".join(p.split(" (")[0].replace("~", "==") for p in pairs.get("exact-dup", [])) + ".")
     tally.append("- **near-dup-sentence** (one phrase changed, title may gain a suffix): "
