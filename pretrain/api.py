@@ -1,10 +1,9 @@
 """A Python API in the spirit of KoGPT2's own (`get_pytorch_kogpt2_model`, `get_mxnet_kogpt2_model`).
 
-    from gluonnlp.data import SentencepieceTokenizer
-    from pretrain.api import get_pytorch_model, get_tokenizer
+    from pretrain.api import get_pytorch_model, get_sentencepiece_tokenizer
 
     model, vocab = get_pytorch_model("work/demo/run/checkpoints")
-    tok = SentencepieceTokenizer(get_tokenizer("work/demo/run/checkpoints"), num_best=0, alpha=0)
+    tok = get_sentencepiece_tokenizer("work/demo/run/checkpoints")
     sent = "2019년 한해를 보내며,"
     toked = tok(sent)
     while True:
@@ -19,6 +18,10 @@
 `model(input_ids)[0]` is (batch, length, vocab) logits for torch tensors (get_pytorch_model) and
 for MXNet NDArrays (get_mxnet_model), so a greedy loop written against KoGPT2 runs unchanged; `vocab`
 is a gluonnlp Vocab that knows the bos/eos/unk/pad tokens.
+
+`get_sentencepiece_tokenizer` is gluonnlp's `SentencepieceTokenizer(path, num_best=0, alpha=0)` as
+KoGPT2's examples build it, except that it also works with sentencepiece >= 0.1.9x (gluonnlp 0.10
+calls the sampling encoder even for num_best=0, which those versions reject).
 """
 from __future__ import annotations
 
@@ -50,3 +53,8 @@ def get_mxnet_model(checkpoint: str, ctx: Any = None, s3: Optional[S3Config] = N
 def get_tokenizer(checkpoint: str, s3: Optional[S3Config] = None) -> str:
     """Path of the checkpoint's SentencePiece model, for gluonnlp's SentencepieceTokenizer."""
     return str(_load(checkpoint, "torch", "cpu", s3).tokenizer.model_path)
+
+
+def get_sentencepiece_tokenizer(checkpoint: str, s3: Optional[S3Config] = None) -> Any:
+    """gluonnlp `SentencepieceTokenizer` (text -> pieces) for the checkpoint's vocab, KoGPT2-style."""
+    return _load(checkpoint, "torch", "cpu", s3).tokenizer.gluonnlp_tokenizer()

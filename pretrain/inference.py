@@ -110,7 +110,7 @@ def build_inference_model(engine: str, weights: dict[str, np.ndarray], model_cfg
 def load_model(checkpoint: str, engine: str = "torch", device: str = "cpu",
                s3cfg: Optional[S3Config] = None, tokenizer: Optional[str] = None) -> LoadedModel:
     """Load the checkpoint at `checkpoint` (a step dir, or a root: its newest complete one)."""
-    ckpt: Checkpoint = load_checkpoint(checkpoint, s3cfg)
+    ckpt: Checkpoint = load_checkpoint(str(checkpoint), s3cfg)
     model_cfg = model_config_from_state(ckpt.state, ckpt.location)
     if tokenizer:
         tok = Tokenizer.load(tokenizer)

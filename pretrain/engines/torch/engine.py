@@ -57,11 +57,16 @@ def pick_device(device: str) -> torch.device:
 
 
 class TorchEngine:
-    """`Engine` over PyTorch. `ce_chunk_rows`: None = auto (fused full CE when compiled, chunked in eager)."""
+    """`Engine` over PyTorch.
+
+    ce_chunk_rows: None = auto (full CE fused by the compiler when compiled, chunked in eager mode),
+    0 = full (B*T, V) logits, N = chunks of N rows. compile_mode: torch.compile's `mode` (None = default).
+    """
 
     name = "torch"
 
-    def __init__(self, cfg, dist, vocab_size: int, ce_chunk_rows: Optional[int] = None):
+    def __init__(self, cfg, dist, vocab_size: int, ce_chunk_rows: Optional[int] = None,
+                 compile_mode: Optional[str] = None):
         t, o = cfg.train, cfg.optim
         self.cfg, self.dist = cfg, dist
         self.hvd = getattr(dist, "hvd", None)
@@ -74,8 +79,7 @@ class TorchEngine:
         if self.device.type == "cuda":
             torch.cuda.set_device(int(getattr(dist, "local_rank", 0)) % torch.cuda.device_count())
             self.device = torch.device("cuda", torch.cuda.current_device())
-            torch.backends.cuda.matmul.allow_tf32 = True      # any fp32 matmul left outside autocast
-            torch.backends.cudnn.allow_tf32 = True
+            torch.set_float32_matmul_precision("high")         # TF32 for any fp32 matmul outside autocast
             self.device_name = torch.cuda.get_device_name(self.device)
         else:
             self.device_name = "cpu"
@@ -112,7 +116,7 @@ class TorchEngine:
         self.ce_chunk_rows = (0 if compiled else DEFAULT_CHUNK_ROWS) if ce_chunk_rows is None else ce_chunk_rows
         self._loss = self.model.loss
         if compiled:
-            self._loss = torch.compile(self.model.loss, dynamic=False)
+            self._loss = torch.compile(self.model.loss, dynamic=False, mode=compile_mode)
         self.compiled = compiled
         log.info("torch engine: %s, %s, %d parameters, compile=%s, fused AdamW=%s, CE chunk rows=%d, "
                  "horovod=%s (%d workers, %d micro-batches per step)", self.device_name, self.precision,
