@@ -37,6 +37,13 @@ class InputSpec:
             raise ConfigError(f"corpus.inputs[].format={self.format!r}: use auto, wiki, jsonl or text")
         if self.doc_sep not in ("line", "blank"):
             raise ConfigError(f"corpus.inputs[].doc_sep={self.doc_sep!r}: use line or blank")
+        if self.encoding != "auto":  # corpus stage: a typo here would otherwise surface per line
+            import codecs
+            try:
+                codecs.lookup(self.encoding)
+            except LookupError:
+                raise ConfigError(f"corpus.inputs[].encoding={self.encoding!r} is not a known codec: use auto, "
+                                  "utf-8, cp949 or euc-kr") from None
 
 
 @dataclass
@@ -225,7 +232,8 @@ class TrainConfig:
     seed: int = 1234
     log_every: int = 10
     eval_every: int = 1000
-    eval_batches: int = 50          # micro-batches per worker per evaluation
+    eval_batches: int = 50          # micro-batches per evaluation, all workers together (split across
+                                    # them), so the validation set does not depend on the worker count
     compile: bool = True            # torch.compile (torch engine on GPU)
     device: str = "auto"            # auto | cpu | gpu
 

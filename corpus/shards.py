@@ -312,11 +312,60 @@ def iter_part(path: str | os.PathLike) -> Iterator[tuple[int, Optional[dict], Op
             yield lineno, doc, None
 
 
+class WordCacheEncoder:
+    """Batch encoder that caches the ids of space-separated words, when that is exact for the model.
+
+    With SentencePiece BPE, identity normalization, `remove_extra_whitespaces=false`, whitespace
+    splitting and a dummy prefix, no piece spans a space, so encode(text) is the concatenation of
+    encode(word) over text.split(" ") (an empty word, i.e. an extra space, is the lone "▁" piece).
+    Korean text repeats its eojeol heavily, so most words are dictionary hits and SentencePiece only
+    sees the new ones (~4x faster on ko_dev_corpus). For other models (e.g. nmt_nfkc, which can turn
+    other characters into spaces) it falls back to plain batch encoding. Output equals `sp.encode`.
+    """
+
+    def __init__(self, tok: Tokenizer, max_words: int = 500_000) -> None:
+        self.sp, self.max_words = tok.sp, max_words
+        self.space = tok.piece_id("\u2581")
+        self.cache: Optional[dict[str, list[int]]] = {} if self.exact_for(tok) else None
+
+    @staticmethod
+    def exact_for(tok: Tokenizer) -> bool:
+        from sentencepiece import sentencepiece_model_pb2 as pb
+
+        m = pb.ModelProto()
+        m.ParseFromString(tok.model_path.read_bytes())
+        n, t = m.normalizer_spec, m.trainer_spec
+        return (t.model_type == pb.TrainerSpec.BPE and n.name == "identity" and not n.remove_extra_whitespaces
+                and n.add_dummy_prefix and n.escape_whitespaces and t.split_by_whitespace
+                and not t.treat_whitespace_as_suffix and not t.pretokenization_delimiter
+                and tok.piece_id("\u2581") is not None
+                and not any(("\u2581" in p.piece or " " in p.piece) and p.type == p.USER_DEFINED for p in m.pieces))
+
+    def encode(self, texts: list[str], threads: int = 1) -> list[list[int]]:
+        if self.cache is None:
+            return self.sp.encode(texts, num_threads=threads)
+        cache, words = self.cache, [t.split(" ") if t else [] for t in texts]  # "" encodes to []
+        new = list(dict.fromkeys(w for ws in words for w in ws if w not in cache))
+        if len(cache) + len(new) > self.max_words:  # bound memory; results do not depend on the cache
+            cache.clear()
+            new = list(dict.fromkeys(w for ws in words for w in ws))
+        for w, ids in zip(new, self.sp.encode(new, num_threads=threads)):
+            cache[w] = ids if w else [self.space]
+        out = []
+        for ws in words:
+            ids: list[int] = []
+            for w in ws:
+                ids.extend(cache[w])
+            out.append(ids)
+        return out
+
+
 _W: dict = {}  # per worker process: the tokenizer and the shared progress counter
 
 
 def _init_worker(tok_path: str, counter: Any) -> None:
     _W["tok"], _W["counter"] = Tokenizer.load(tok_path), counter
+    _W["encoder"] = WordCacheEncoder(_W["tok"])
 
 
 def _encode_part(task: dict) -> dict:
@@ -330,7 +379,7 @@ def _encode_part(task: dict) -> dict:
     splits: list[str] = []
 
     def flush() -> None:
-        ids = tok.sp.encode(texts, num_threads=task["threads"])
+        ids = _W["encoder"].encode(texts, task["threads"])
         for s in SPLITS:
             rows = [r for r, sp in zip(ids, splits) if sp == s]
             if rows:
@@ -372,6 +421,13 @@ def _encode_part(task: dict) -> dict:
     done = {"key": task["key"], "counts": counts, "errors": errors, "files": files}
     write_json_atomic(stem.with_name(stem.name + ".done.json"), done)
     return done
+
+
+def _children_cpu() -> float:
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)  # finished (joined) worker processes
+    return ru.ru_utime + ru.ru_stime
 
 
 def build_shards(cfg: Any, workers: Optional[int] = None) -> dict:
@@ -426,7 +482,7 @@ def build_shards(cfg: Any, workers: Optional[int] = None) -> dict:
         t["threads"] = max(1, n // procs)  # few parts: SentencePiece threads inside each process
     log.info("%d parts to encode (%d already done) with %d processes x %d threads", len(tasks), len(done),
              procs, max(1, n // procs))
-    t0 = time.time()
+    t0, cpu0 = time.time(), _children_cpu()
     if tasks:
         import multiprocessing as mp
         ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
@@ -441,7 +497,7 @@ def build_shards(cfg: Any, workers: Optional[int] = None) -> dict:
                 done[t["k"]] = d
         bar.update(counter.value - bar.n)
         bar.close()
-    t1 = time.time()
+    t1, cpu = time.time(), _children_cpu() - cpu0
     splits = {sp: merge_files([(parts_dir / done[k]["files"][sp]["bin"], parts_dir / done[k]["files"][sp]["idx"])
                                for k in range(len(parts))], out, sp, s.shard_tokens) for sp in SPLITS}
     _remove_stale(out, {e[x] for files in splits.values() for e in files for x in ("bin", "idx")})
@@ -452,7 +508,8 @@ def build_shards(cfg: Any, workers: Optional[int] = None) -> dict:
     manifest = _write_manifest(out, {"vocab_size": tok.vocab_size, "eos_id": tok.eos_id, "sha256": tok.sha256},
                                splits, {"tokenizer": {"source": str(tok_path), "dir": "tokenizer"},
                                         "inputs": inputs, "counts": counts, "errors": errors,
-                                        "encode": {"seconds": round(t1 - t0, 3), "tokens": encoded,
+                                        "encode": {"seconds": round(t1 - t0, 3), "cpu_seconds": round(cpu, 3),
+                                                   "tokens": encoded,
                                                    "processes": procs, "workers": n},
                                         "config": to_dict(s)})
     shutil.rmtree(parts_dir)

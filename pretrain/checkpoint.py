@@ -478,6 +478,41 @@ class CheckpointManager:
         self._pending_step: Optional[int] = None
         self.last_saved_step: Optional[int] = None
         self.last_blocked_s = 0.0
+        # Snapshot buffers, reused from save to save: copying into memory that is already mapped
+        # runs at memcpy speed (~0.15 s for 1.5 GB on the 2-core VM), while a fresh allocation pays
+        # a page fault per 4 KiB (~3.5 s for 1.5 GB there). Costs one model+optimizer of RAM.
+        self._pool: dict[tuple[str, str], np.ndarray] = {}
+
+    def _snapshot(self, arrays: Mapping[str, Any], what: str) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {}
+        for name, value in arrays.items():
+            a = np.asarray(value)
+            if a.dtype == object:
+                raise CheckpointError(f"{what}[{name!r}] is not a numeric array ({type(value).__name__})")
+            buf = self._pool.get((what, name))
+            if buf is None or buf.shape != a.shape or buf.dtype != a.dtype:
+                buf = self._pool[(what, name)] = np.empty(a.shape, a.dtype)
+            np.copyto(buf, a)
+            out[name] = buf
+        return out
+
+    def reserve(self, weights: Mapping[str, Any], optimizer: Mapping[str, Any]) -> None:
+        """Optional: allocate and touch the snapshot buffers in the background now, so that even
+        the first save() blocks only for a memcopy. Arguments: arrays shaped like save()'s."""
+        if not self.is_writer:
+            return
+        self.wait()
+        shapes = [(("weights", k), np.shape(v), np.asarray(v).dtype) for k, v in weights.items()]
+        shapes += [(("optimizer", k), np.shape(v), np.asarray(v).dtype) for k, v in optimizer.items()]
+
+        def touch() -> None:
+            for key, shape, dtype in shapes:
+                buf = np.empty(shape, dtype)
+                buf.fill(0)
+                self._pool[key] = buf
+
+        self._thread = threading.Thread(target=touch, name="checkpoint-reserve", daemon=True)
+        self._thread.start()
 
     # -- saving ---------------------------------------------------------------------------------
 
@@ -493,8 +528,10 @@ class CheckpointManager:
             return
         self.wait()
         t0 = time.perf_counter()
-        w = _snapshot(weights, copy, "weights")
-        o = _snapshot(optimizer, copy, "optimizer")
+        if copy:
+            w, o = self._snapshot(weights, "weights"), self._snapshot(optimizer, "optimizer")
+        else:
+            w, o = _snapshot(weights, False, "weights"), _snapshot(optimizer, False, "optimizer")
         state_bytes = _state_bytes(step, state)
         tok = _read_tokenizer(tokenizer_dir)
         self._pending_step = int(step)

@@ -242,3 +242,20 @@ def test_sigkill_during_local_save(tmp_path):
     m.save(2, *tensors(2), state(2), None)       # the next save also clears the dead temp directory
     m.close()
     assert sorted(e.name for e in root.iterdir()) == ["latest", "step_00000001", "step_00000002"]
+
+
+def test_reused_snapshot_buffers_keep_each_checkpoint_intact(tmp_path):
+    m = manager(tmp_path)
+    w1, o1 = tensors(1)
+    m.reserve(w1, o1)                      # pre-touched buffers, then reused by every save
+    m.save(1, w1, o1, state(1), None)
+    w2, o2 = tensors(2)
+    m.save(2, w2, o2, state(2), None)      # copies into the same buffers after step 1 is written
+    m.close()
+    root = tmp_path / "ckpt"
+    for step, (w, o) in ((1, (w1, o1)), (2, (w2, o2))):
+        ck = load_checkpoint(str(root / step_name(step)))
+        for k in w:
+            np.testing.assert_array_equal(ck.weights[k], w[k])
+        for k in o:
+            np.testing.assert_array_equal(ck.optimizer[k], o[k])

@@ -17,11 +17,18 @@ BAD_LINES = {0: [b'{"text": "broken json', b'{"source": "x", "id": "no-text"}', 
                  b'{"text": "", "id": "empty"}', b"[1, 2, 3]"]}
 
 
+# spacing, specials inside words, bytes: the word-cache encoder must equal plain SentencePiece on these
+TRICKY = ["  앞 공백과   여러 칸  \n<mask>안에<unused2>끼움 😀👍🏽 漢字 뷁 ", "탭\t있고 ㅋㅋㅋ  끝 공백 ", " ",
+          "GPT-2는 2019년,  가격 12,500원!! e-mail: a.b@c.kr\n\n\n끝"]
+
+
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     root = tmp_path_factory.mktemp("shards")
     tok = train_small(root)
     docs = make_docs(120, seed=5)
+    for i, text in zip((3, 6, 9, 12), TRICKY):
+        docs[i]["text"] = text
     write_clean_dir(root / "clean", docs, parts=3, extra_lines=BAD_LINES)
     return root, tok, docs
 
@@ -49,7 +56,7 @@ def test_write_read_round_trip(env):
     # documents come back in part order: part k holds docs[k::3]
     ordered = [doc for k in range(3) for doc in docs[k::3]]
     want = {s: [d_ for d_ in ordered if is_valid_doc(d_["id"], 1234, 0.1) == (s == "valid")] for s in ("train", "valid")}
-    assert 0 < len(want["valid"]) < 40
+    assert 0 < len(want["valid"]) < 40 and all(d_["text"] in [x["text"] for x in ordered] for d_ in docs[3:13:3])
     for s in ("train", "valid"):
         sh = TokenShards(d, s, tokenizer_sha256=tok.sha256)
         assert sh.num_docs == len(want[s]) == m["splits"][s]["docs"]
@@ -58,6 +65,7 @@ def test_write_read_round_trip(env):
             ids = sh.document(i)
             assert ids.dtype == np.dtype("<u2") and ids[-1] == tok.eos_id and tok.eos_id not in ids[:-1]
             assert tok.decode(ids[:-1]) == doc["text"]
+            assert ids[:-1].tolist() == tok.encode(doc["text"])  # the word cache changes nothing
         assert sh.read(0, sh.num_tokens).tolist() == np.concatenate([sh.document(i) for i in range(sh.num_docs)]).tolist()
     # the raw format, without the reader
     e = m["splits"]["train"]["files"][0]
@@ -94,10 +102,39 @@ def test_deterministic_and_rerun_skips(env):
     mtimes = {n: (root / "det_a" / n).stat().st_mtime_ns for n in names}
     again = build(root, "det_a", shard_tokens=700)
     assert again == a and all((root / "det_a" / n).stat().st_mtime_ns == t for n, t in mtimes.items())
-    # an interrupted run: a part already encoded is reused, the result is the same bytes
-    b = build(root, "det_b", shard_tokens=700, batch_chars=300)  # small batches: same tokens
-    assert [f["sha256"] for s in a["splits"] for f in a["splits"][s]["files"]] == \
-        [f["sha256"] for s in b["splits"] for f in b["splits"][s]["files"]]
+    b = build(root, "det_b", shard_tokens=700, batch_chars=300)  # small encode batches: same tokens
+    assert _sig(a) == _sig(b)
+
+
+def _sig(m: dict) -> list:
+    return [(f["bin"], f["sha256"]) for s in m["splits"] for f in m["splits"][s]["files"]]
+
+
+_REAL_ENCODE = __import__("corpus.shards").shards._encode_part
+
+
+def _dies_on_third_part(task: dict) -> dict:
+    if task["k"] == 2:
+        raise RuntimeError("killed")
+    return _REAL_ENCODE(task)
+
+
+def test_interrupted_build_resumes_finished_parts(env, monkeypatch, caplog):
+    import corpus.shards as shards
+
+    root, _, _ = env
+    monkeypatch.setattr(shards, "_encode_part", _dies_on_third_part)  # forked workers inherit it
+    with pytest.raises(RuntimeError, match="killed"):
+        build(root, "resume", shard_tokens=700)
+    assert not (root / "resume" / "manifest.json").exists()
+    assert sorted(p.name for p in (root / "resume" / ".parts").glob("*.done.json")) == \
+        ["part-00000.done.json", "part-00001.done.json"]
+    assert not list((root / "resume" / ".parts").glob(".*.tmp"))  # no half-written files left
+    monkeypatch.setattr(shards, "_encode_part", _REAL_ENCODE)
+    with caplog.at_level("INFO", logger="corpus.shards"):
+        m = build(root, "resume", shard_tokens=700)
+    assert "1 parts to encode (2 already done)" in caplog.text
+    assert _sig(m) == _sig(build(root, "det_a", shard_tokens=700))
 
 
 @pytest.mark.slow
@@ -106,8 +143,7 @@ def test_same_bytes_regardless_of_workers(env):
     one = build(root, "w1", workers=1, shard_tokens=900)
     two = build(root, "w2", workers=2, shard_tokens=900)
     three = build(root, "w3", workers=3, shard_tokens=900)  # 3 parts, 3 processes
-    sig = [[(f["bin"], f["sha256"]) for s in m["splits"] for f in m["splits"][s]["files"]] for m in (one, two, three)]
-    assert sig[0] == sig[1] == sig[2]
+    assert _sig(one) == _sig(two) == _sig(three)
     for name in ("w1", "w2", "w3"):
         for f in sorted((root / name).glob("*_*.*")):
             assert f.read_bytes() == (root / "w1" / f.name).read_bytes()
@@ -183,3 +219,31 @@ def test_inspect_cli(env, capsys):
     assert repr(tok.decode(first[:-1])[:200]) in out
     assert "bad_docs 4" in inspect(root / "s1", docs=0)
     assert main(["inspect", str(root / "nowhere")]) == 2
+
+
+def test_word_cache_encoder_matches_sentencepiece(env, tmp_path):
+    import random
+
+    import sentencepiece as spm
+
+    from corpus.shards import WordCacheEncoder
+    from corpus.tokenizer import Tokenizer
+
+    root, tok, docs = env
+    enc = WordCacheEncoder(tok, max_words=50)  # tiny cache: exercises the clearing path too
+    assert enc.cache is not None
+    rng = random.Random(0)
+    alphabet = list("가나다 라마  바사\n아ㅋ😀a1 .<mask>") + ["<unused1>", "\u3000", "\u00a0"]
+    texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40))) for _ in range(300)]
+    texts += TRICKY + [d["text"] for d in docs[:30]]
+    for lo in range(0, len(texts), 37):
+        batch = texts[lo:lo + 37]
+        assert enc.encode(batch) == tok.sp.encode(batch)
+    # a model normalized with nmt_nfkc (spaces collapsed, NBSP -> space): no cache, plain encoding
+    sent = tmp_path / "s.txt"
+    sent.write_text("\n".join(SENTENCES * 3), encoding="utf-8")
+    spm.SentencePieceTrainer.train(input=str(sent), model_prefix=str(tmp_path / "nfkc"), model_type="bpe",
+                                   vocab_size=700, byte_fallback=True, minloglevel=2)
+    other = Tokenizer.load(tmp_path / "nfkc.model")
+    enc2 = WordCacheEncoder(other)
+    assert enc2.cache is None and enc2.encode(texts[:50]) == other.sp.encode(texts[:50])

@@ -1,0 +1,157 @@
+"""Readers: each format and compression on tiny fixtures, encodings, byte ranges, bad input."""
+from __future__ import annotations
+
+import bz2
+import gzip
+import json
+
+import pytest
+import zstandard
+
+from corpus.readers import ErrorLog, Segment, detect_encoding, read_segment, wiki_to_text
+
+MAX_LINE = 1 << 20
+
+
+def read(path, **kw):
+    errors = ErrorLog()
+    counts: dict = {}
+    max_line = kw.pop("max_line", MAX_LINE)
+    seg = Segment(str(path), source=kw.pop("source", "s"), **kw)
+    docs = list(read_segment(seg, errors, lambda n: None, max_line, counts))
+    return docs, errors, counts
+
+
+def test_text_lines_and_blank_blocks(tmp_path):
+    p = tmp_path / "a.txt"
+    p.write_text("첫째 문서\n둘째 문서\n\n셋째\n", encoding="utf-8")
+    docs, errors, _ = read(p, format="text")
+    assert [t for t, _ in docs] == ["첫째 문서", "둘째 문서", "", "셋째"]
+    assert docs[1][1] == "s:a.txt:" + str(len("첫째 문서\n".encode()))
+    p.write_text("문단 하나\n이어지는 줄\n\n\n문단 둘\n", encoding="utf-8")
+    docs, _, _ = read(p, format="text", doc_sep="blank")
+    assert [t for t, _ in docs] == ["문단 하나\n이어지는 줄", "문단 둘"]
+    assert not errors.entries
+
+
+@pytest.mark.parametrize("comp", ["", "gz", "bz2", "zst"])
+def test_jsonl_compressed(tmp_path, comp):
+    lines = [json.dumps({"id": i, "body": f"기사 {i}"}, ensure_ascii=False) for i in range(5)]
+    data = ("\n".join(lines) + "\n").encode()
+    p = tmp_path / ("n.jsonl" + (f".{comp}" if comp else ""))
+    p.write_bytes({"": lambda b: b, "gz": gzip.compress, "bz2": bz2.compress,
+                   "zst": zstandard.ZstdCompressor().compress}[comp](data))
+    docs, errors, _ = read(p, format="auto", text_field="body")
+    assert [t for t, _ in docs] == [f"기사 {i}" for i in range(5)]
+    assert not errors.entries
+
+
+def test_jsonl_bad_records(tmp_path):
+    p = tmp_path / "n.jsonl"
+    p.write_text('{"text": "좋은 줄"}\n{broken\n{"title": "no text"}\n[1, 2]\n', encoding="utf-8")
+    docs, errors, _ = read(p, format="jsonl")
+    assert [t for t, _ in docs] == ["좋은 줄"]
+    assert errors.counts == {"json": 1, "json_field": 2}
+    assert {e["line"] for e in errors.entries} == {2, 3, 4}
+
+
+def test_legacy_encoding_detected_and_configured(tmp_path):
+    text = "한국어 레거시 인코딩으로 저장된 문서입니다.\n두 번째 줄도 한글로 씁니다.\n" * 20
+    p = tmp_path / "old.txt"
+    p.write_bytes(text.replace("\n", "\r\n").encode("cp949"))
+    assert detect_encoding(p.read_bytes()) == "cp949"
+    docs, errors, _ = read(p, format="text", encoding="auto")
+    assert docs[0][0].rstrip("\r") == "한국어 레거시 인코딩으로 저장된 문서입니다."
+    assert not errors.entries
+    docs2, _, _ = read(p, format="text", encoding="euc-kr")
+    assert [t for t, _ in docs2] == [t for t, _ in docs]
+
+
+WIKI = """<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.10/" version="0.10" xml:lang="ko">
+  <siteinfo><sitename>위키백과</sitename></siteinfo>
+  <page><title>서울</title><ns>0</ns><id>7</id><revision><id>1</id><text xml:space="preserve">{{도시 정보|이름=서울}}
+'''서울특별시'''는 [[대한민국]]의 [[수도 (도시)|수도]]이다.&lt;ref&gt;출처 문헌&lt;/ref&gt;
+[[파일:Seoul.jpg|섬네일|서울 사진]]
+{| class="wikitable"
+|-
+| 표 내용 || 숫자
+|}
+== 역사 ==
+조선의 수도였다.&lt;!-- 주석 --&gt;
+== 각주 ==
+* 참고 링크
+[[분류:대한민국의 도시]]
+[[en:Seoul]]</text></revision></page>
+  <page><title>서울시</title><ns>0</ns><id>8</id><redirect title="서울" /><revision><id>2</id><text>#넘겨주기 [[서울]]</text></revision></page>
+  <page><title>틀:도시 정보</title><ns>10</ns><id>9</id><revision><id>3</id><text>틀 내용</text></revision></page>
+</mediawiki>
+"""
+
+
+def test_wiki_dump_bz2(tmp_path):
+    p = tmp_path / "kowiki-pages-articles.xml.bz2"
+    p.write_bytes(bz2.compress(WIKI.encode()))
+    docs, errors, counts = read(p, format="auto", source="wiki")
+    assert len(docs) == 1 and docs[0][1] == "wiki:kowiki-pages-articles.xml.bz2:7"
+    text = docs[0][0]
+    assert "서울특별시는 대한민국의 수도이다." in text and "조선의 수도였다." in text and "역사" in text
+    for junk in ("도시 정보", "출처 문헌", "섬네일", "표 내용", "주석", "참고 링크", "분류", "Seoul", "각주", "'''"):
+        assert junk not in text, junk
+    assert counts["wiki_redirect"]["docs"] == 1 and counts["wiki_non_article"]["docs"] == 1
+    assert not errors.entries
+
+
+def test_wiki_to_text_keeps_link_text():
+    assert wiki_to_text("[[서울|수도 서울]]과 [http://x.org 외부] 링크 &amp; 끝").strip() == "수도 서울과 외부 링크 & 끝"
+
+
+@pytest.mark.parametrize("doc_sep", ["line", "blank"])
+def test_byte_ranges_cover_every_document_once(tmp_path, doc_sep):
+    sep = "\n" if doc_sep == "line" else "\n\n"
+    docs = [f"문서 {i} " + "가나다" * (i % 7) + ("\n둘째 줄" if doc_sep == "blank" and i % 3 == 0 else "")
+            for i in range(120)]
+    p = tmp_path / "r.txt"
+    p.write_text(sep.join(docs) + "\n", encoding="utf-8")
+    size = p.stat().st_size
+    for step in (1, 13, 200):
+        got = []
+        for start in range(0, size, step):
+            got += [t for t, _ in read(p, format="text", doc_sep=doc_sep, start=start, end=min(size, start + step))[0]]
+        assert got == docs, step
+
+
+def test_stride_shares_partition_the_file(tmp_path):
+    p = tmp_path / "s.txt.gz"
+    p.write_bytes(gzip.compress("\n".join(f"줄 {i}" for i in range(50)).encode()))
+    got = []
+    for r in range(3):
+        got += [t for t, _ in read(p, format="text", stride=(3, r))[0]]
+    assert sorted(got) == sorted(f"줄 {i}" for i in range(50))
+
+
+def test_bad_input_is_recorded_not_raised(tmp_path):
+    # invalid UTF-8 and NUL bytes: the line is skipped / cleaned, the rest is read
+    p = tmp_path / "bad.txt"
+    p.write_bytes("정상 줄\n".encode() + b"\xff\xfe broken\n" + "널\x00문자\n".encode() + "마지막\n".encode())
+    docs, errors, _ = read(p, format="text", encoding="utf-8")
+    assert [t for t, _ in docs] == ["정상 줄", "널문자", "마지막"]
+    assert errors.counts == {"decode": 1, "nul_bytes": 1}
+    assert errors.entries[0]["line"] == 2 and errors.entries[1]["line"] == 3
+    # a line longer than the limit is streamed past
+    p2 = tmp_path / "long.txt"
+    p2.write_bytes(b"first\n" + b"x" * 3_000_000 + b"\nlast\n")
+    docs, errors, _ = read(p2, format="text", max_line=1 << 20)
+    assert [t for t, _ in docs] == ["first", "last"]
+    assert errors.counts == {"line_too_long": 1} and errors.entries[0]["offset"] == 6
+    # corrupt bz2 stream: documents before the damage are kept, the error has an offset
+    good = bz2.compress(("\n".join(f"문서 {i}" for i in range(20000)) + "\n").encode())
+    p3 = tmp_path / "c.txt.bz2"
+    p3.write_bytes(good[: len(good) // 2] + b"garbage" * 100)
+    docs, errors, _ = read(p3, format="text")
+    assert errors.counts == {"stream": 1} and "offset" in errors.entries[0]
+    # empty and missing files
+    (tmp_path / "empty.txt").write_bytes(b"")
+    docs, errors, _ = read(tmp_path / "empty.txt", format="text")
+    assert docs == [] and errors.counts == {"empty": 1}
+    docs, errors, _ = read(tmp_path / "nope.txt", format="text")
+    assert docs == [] and errors.counts == {"missing": 1}
