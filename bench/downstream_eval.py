@@ -95,13 +95,18 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--fresh", action="store_true", help=f"delete {WORK} first and redo every stage")
     p.add_argument("--pretrain-steps", type=int, default=0, help="override train.max_steps of the config")
-    p.add_argument("--train-examples", type=int, default=8000, help="NSMC train reviews to fine-tune on")
+    p.add_argument("--train-examples", type=int, default=5000, help="NSMC train reviews to fine-tune on")
     p.add_argument("--test-examples", type=int, default=10000, help="NSMC test reviews scored (0 = all 50k)")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--lr", type=float, default=3e-4, help="fine-tuning peak learning rate (both models)")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--max-length", type=int, default=64)
     p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--skip-pretrain", action="store_true",
+                   help="use the checkpoint already under checkpoint.root; run no pipeline stage")
+    p.add_argument("--only", choices=("pretrained", "scratch"), help="fine-tune only this one (no table)")
+    p.add_argument("--no-reuse", action="store_true",
+                   help="redo a fine-tune even when its result from identical settings is on disk")
     args = p.parse_args(argv)
 
     if not os.path.isfile(os.path.join(ROOT, DATA, "ko_dev_corpus.txt")) or \
@@ -114,13 +119,16 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(WORK)
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
-    ckpt_root = pretrain(args, timings)
+    if args.skip_pretrain:
+        ckpt_root = os.path.join(ROOT, _cfg_get("checkpoint.root", []))
+    else:
+        ckpt_root = pretrain(args, timings)
 
     from common.log import setup_logging
     from pretrain.evaluate import EvalConfig, run
     setup_logging()
     rows = {}
-    for init in ("pretrained", "scratch"):
+    for init in [args.only] if args.only else ["pretrained", "scratch"]:
         cfg = EvalConfig(task="nsmc", checkpoint=ckpt_root, data=os.path.join(DATA, "nsmc"),
                          out=os.path.join(WORK, "eval"), name="bench-downstream", init=init, lr=args.lr,
                          epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length,
@@ -128,9 +136,17 @@ def main(argv: list[str] | None = None) -> int:
                          max_valid_examples=2000, max_test_examples=args.test_examples, device="cpu")
         print(f"\n==> fine-tune ({init}) on {args.train_examples} NSMC train reviews", flush=True)
         t0 = time.perf_counter()
-        rows[init] = run(cfg)
-        timings[f"finetune_{init}"] = round(time.perf_counter() - t0, 1)
-    timings["total"] = round(time.perf_counter() - t_all, 1)
+        rows[init] = None if args.no_reuse else reuse(cfg)
+        if rows[init] is None:
+            rows[init] = run(cfg)
+            timings[f"finetune_{init}"] = round(time.perf_counter() - t0, 1)
+        else:
+            print(f"    reusing {rows[init]['reused_from']} (identical settings; --no-reuse to redo)")
+            timings[f"finetune_{init}"] = round(rows[init]["seconds"], 1)
+    timings["total"] = round(time.perf_counter() - t_all, 1) + sum(
+        r["seconds"] for r in rows.values() if "reused_from" in r)
+    if args.only:
+        return 0
 
     pre = pretrain_summary(args.pretrain_steps)
     result = {
@@ -150,6 +166,21 @@ def main(argv: list[str] | None = None) -> int:
     write_bytes_atomic(RESULTS + ".md", md.encode("utf-8"))
     print(f"wrote {RESULTS}.json and .md")
     return 0
+
+
+def reuse(cfg) -> dict | None:
+    """The row of an earlier run with identical settings (for `pretrained`: the same checkpoint step)."""
+    from pretrain.checkpoint import load_checkpoint
+    path = os.path.join(cfg.out, f"nsmc-{cfg.name}-{cfg.init}.json")
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        detail = json.load(f)
+    if detail.get("config") != dataclasses.asdict(cfg):
+        return None
+    if cfg.init == "pretrained" and detail.get("step") != load_checkpoint(cfg.checkpoint).step:
+        return None
+    return dict(detail, reused_from=os.path.relpath(path, ROOT))
 
 
 def render(res: dict) -> str:

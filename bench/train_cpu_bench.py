@@ -3,8 +3,9 @@
     .venv/bin/python bench/train_cpu_bench.py [--steps 6] [--presets tiny small]
 
 1. tokens/s of full training steps (forward, backward, Horovod allreduce, clipping, AdamW) for the
-   tiny and small presets with 1 process (OMP_NUM_THREADS = all cores) and 2 Horovod processes
-   (horovodrun --gloo, 1 thread each), random token batches (the data pipeline is not measured).
+   tiny and small presets with 1 process (OMP_NUM_THREADS = all cores, and 1) and 2 Horovod
+   processes (horovodrun --gloo, cores/2 threads each), random token batches (the data pipeline is
+   not measured). Global batch = micro_batch x processes, so tokens/s compare directly.
 2. The FFN block (fc -> GELU -> proj, forward + backward, hybridized) with the fused exact-erf GELU
    (`LeakyReLU(act_type='gelu')`, one kernel) against the same block with the tanh approximation
    built from separate elementwise ops, interleaved in the same process, same shapes; and the same
@@ -35,7 +36,7 @@ SHAPES = {  # preset: (seq_len, micro_batch per worker, vocab)
 }
 
 
-def _cfg(preset: str, gelu_note: str = ""):
+def _cfg(preset: str):
     from common.config import load_config
     seq, micro, _ = SHAPES[preset]
     return load_config(REPO / "configs/tiny.yaml", [f"model.preset={preset}", "model.num_layers=null",
@@ -68,12 +69,11 @@ def worker(preset: str, steps: int, out: str) -> None:
                                          "seconds": dt, "tokens_per_s": tokens / dt}))
 
 
-def run_throughput(preset: str, np_: int, steps: int) -> dict:
+def run_throughput(preset: str, np_: int, steps: int, threads: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "r.json")
         py = [sys.executable, __file__, "--worker", preset, "--steps", str(steps), "--out", out]
-        cores = len(os.sched_getaffinity(0))
-        env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS=str(max(1, cores // np_)))
+        env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS=str(threads))
         cmd = py if np_ == 1 else [str(Path(sys.executable).parent / "horovodrun"), "-np", str(np_),
                                    "-H", f"localhost:{np_}", "--gloo"] + py
         subprocess.run(cmd, check=True, env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -150,7 +150,9 @@ def main() -> int:
     if args.worker:
         worker(args.worker, args.steps, args.out)
         return 0
-    rows = [run_throughput(p, n, args.steps) for p in args.presets for n in (1, 2)]
+    cores = len(os.sched_getaffinity(0))
+    layouts = [(1, cores), (1, 1), (2, max(1, cores // 2))]     # (processes, OMP threads each)
+    rows = [run_throughput(p, n, args.steps, th) for p in args.presets for n, th in layouts]
     gelu = gelu_compare(args.gelu_reps)
     print(f"{'preset':<8}{'params':>12}{'workers':>9}{'threads/w':>11}{'tokens/s':>12}")
     for r in rows:

@@ -581,7 +581,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         if cmd == "build":
             cfg = config_from_args(args)
-            m = build_shards(cfg, workers=args.workers)
+            build_shards(cfg, workers=args.workers)
             save_resolved(cfg, Path(cfg.shards.out_dir) / "config.yaml")
             print(inspect(cfg.shards.out_dir, docs=0))
         elif cmd == "inspect":

@@ -95,10 +95,11 @@ class WindowDataset:
         return [block[i * micro_batch:(i + 1) * micro_batch] for i in range(accum)]
 
     def eval_batches(self, rank: int, world: int, micro_batch: int, max_batches: int) -> Iterator[np.ndarray]:
-        """Deterministic validation batches, unshuffled, split across ranks: this rank's micro-batches
-        (micro_batch, seq_len + 1) int32 among the first max_batches * world of the split (fewer when
-        the split is short; the last may be smaller). The same windows every evaluation."""
-        total = min(self.num_samples, max_batches * world * micro_batch)
+        """Deterministic validation batches, unshuffled, split across ranks: this rank's share
+        (round robin) of the first `max_batches` micro-batches (micro_batch, seq_len + 1) int32 of the
+        split (fewer when the split is short; the last may be smaller). The same windows every
+        evaluation and for any number of workers."""
+        total = min(self.num_samples, max_batches * micro_batch)
         n_batches = -(-total // micro_batch)
         for b in range(rank, n_batches, world):
             lo, hi = b * micro_batch, min(total, (b + 1) * micro_batch)

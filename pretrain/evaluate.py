@@ -40,6 +40,7 @@ import logging
 import os
 import random
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
@@ -71,7 +72,7 @@ class EvalConfig:
     checkpoint: str = ""             # step dir or checkpoint root, local or s3://
     data: str = ""                   # nsmc / paraphrase: the folder with the task's .txt files
     text: str = ""                   # perplexity: the held-out text file
-    tokenizer: str = ""              # override the checkpoint's tokenizer/ (needed for s3:// checkpoints)
+    tokenizer: str = ""              # default: the checkpoint's own tokenizer/ folder
     out: str = "work/eval"           # results directory
     name: str = ""                   # row label in the table; default: the checkpoint's folder/step
     init: str = "pretrained"         # pretrained | scratch (same size and tokenizer, random weights)
@@ -88,6 +89,7 @@ class EvalConfig:
     max_train_examples: int = 0      # 0 = all; else a seeded random subset (quick runs)
     max_test_examples: int = 0       # 0 = all (the reported figure should use all)
     valid_fraction: float = 0.05     # NSMC: part of train held out for early stopping
+    max_valid_examples: int = 0      # 0 = all; else a seeded subset (validation runs every epoch)
     eval_every: int = 0              # also validate every N steps (0 = once per epoch)
     patience: int = 0                # stop after N validations without improvement (0 = never)
     stride: int = 0                  # perplexity: window advance in tokens (0 = half the context)
@@ -122,40 +124,29 @@ class EvalConfig:
 # checkpoint -> PyTorch model
 
 
-def _model_shape(weights: dict[str, np.ndarray], state: dict, dropout: float) -> GPT2Shape:
-    """Sizes from the weights themselves; heads (not visible in shapes) from the recorded config."""
-    recorded = state.get("model") or (state.get("config") or {}).get("model") or {}
-    heads = recorded.get("num_heads")
-    if not heads:
-        raise SystemExit("the checkpoint's state.json records no model.num_heads (state['model'] or "
-                         "state['config']['model']); it was not written by pretrain.train")
-    V, U = weights["wte.weight"].shape
-    layers = 1 + max(int(k.split(".")[1]) for k in weights if k.startswith("h."))
-    return GPT2Shape(vocab_size=V, num_layers=layers, units=U, num_heads=int(heads),
-                     max_length=weights["wpe.weight"].shape[0], hidden_size=weights["h.0.mlp.fc.weight"].shape[0],
-                     dropout=dropout, layer_norm_eps=float(recorded.get("layer_norm_eps", 1e-5)))
-
-
 def load_model(cfg: EvalConfig) -> tuple[GPT2, Any, dict]:
     """(model on CPU, tokenizer, info) from `cfg.checkpoint`; random weights when cfg.init == scratch."""
     from corpus.tokenizer import Tokenizer
     from pretrain.checkpoint import load_checkpoint
+    from pretrain.inference import fetch_tokenizer, model_config_from_state
 
     ckpt = load_checkpoint(cfg.checkpoint)
-    tok_path = cfg.tokenizer or os.path.join(ckpt.location, "tokenizer")
-    if not cfg.tokenizer and "://" in ckpt.location:
-        raise SystemExit(f"{ckpt.location} is remote: copy its tokenizer/ folder locally and pass --tokenizer DIR")
-    tok = Tokenizer.load(tok_path)
-    shape = _model_shape(ckpt.weights, ckpt.state, cfg.dropout)
-    if tok.vocab_size > shape.vocab_size:
-        raise SystemExit(f"tokenizer {tok_path} has {tok.vocab_size} pieces but the model's wte has "
-                         f"{shape.vocab_size} rows: pass the tokenizer the checkpoint was trained with")
+    model_cfg = model_config_from_state(ckpt.state, ckpt.location)
+    if cfg.tokenizer:
+        tok = Tokenizer.load(cfg.tokenizer)
+    else:   # the checkpoint's own tokenizer/ (local or s3://); the model is read into memory at load
+        with tempfile.TemporaryDirectory(prefix="kogpt-eval-tok-") as d:
+            tok = fetch_tokenizer(ckpt.location, d)
+    vocab_size = int(ckpt.weights["wte.weight"].shape[0])
+    if tok.vocab_size > vocab_size:
+        raise SystemExit(f"the tokenizer has {tok.vocab_size} pieces but {ckpt.location} embeds {vocab_size}: "
+                         "pass the tokenizer the checkpoint was trained with (--tokenizer)")
+    shape = dataclasses.replace(GPT2Shape.from_config(model_cfg, vocab_size), dropout=cfg.dropout)
     torch.manual_seed(cfg.seed)
     model = GPT2(shape)
     if cfg.init == "pretrained":
-        missing = model.load_state_dict({k: torch.from_numpy(np.array(v, dtype=np.float32))
-                                         for k, v in ckpt.weights.items()}, strict=True)
-        assert not missing.missing_keys and not missing.unexpected_keys
+        model.load_state_dict({k: torch.from_numpy(np.array(v, dtype=np.float32)) for k, v in ckpt.weights.items()},
+                              strict=True)
     info = {"checkpoint": ckpt.location, "step": ckpt.step, "tokens_seen": ckpt.state.get("tokens_seen"),
             "engine": ckpt.state.get("engine"), "params": model.num_params(),
             "shape": dataclasses.asdict(shape), "tokenizer_sha256": tok.sha256}
@@ -192,14 +183,15 @@ def update_table(out_dir: str, row: dict) -> None:
 
 def render_markdown(rows: list[dict]) -> str:
     lines = ["# Downstream evaluation", "",
-             "| model | step | params | task | init | pooling | metric | value | test examples | train examples |",
+             "| model | step | params | task | init | pooling | metric | value | scored on | fine-tuned on |",
              "|---|---:|---:|---|---|---|---|---:|---:|---:|"]
     for r in rows:
         metric = "perplexity" if r["task"] == "perplexity" else "test accuracy"
         value = r["perplexity"] if r["task"] == "perplexity" else r["test_accuracy"]
+        size = f"{r['tokens']} tokens" if r["task"] == "perplexity" else f"{r['test_examples']} examples"
         lines.append(f"| {r['name']} | {r.get('step', '')} | {r.get('params', 0) / 1e6:.1f}M | {r['task']} | "
                      f"{r['init']} | {r.get('pooling') or ''} | {metric} | {value:.4f} | "
-                     f"{r.get('test_examples', r.get('tokens', ''))} | {r.get('train_examples', '')} |")
+                     f"{size} | {r['train_examples'] if 'train_examples' in r else '-'} |")
     lines += ["", "Reference (KoGPT2's published table, test accuracy, full data, GPT-2 base size):", "",
               "| model | nsmc | paraphrase |", "|---|---:|---:|"]
     names = dict.fromkeys(n for rs in REFERENCE.values() for n, _ in rs)
@@ -228,7 +220,8 @@ def run(cfg: EvalConfig) -> dict:
     gpt, tok, info = load_model(cfg)
     name = cfg.name or f"{os.path.basename(os.path.dirname(info['checkpoint'].rstrip('/')))}/" \
                        f"{os.path.basename(info['checkpoint'].rstrip('/'))}"
-    row: dict[str, Any] = {"name": name, "task": cfg.task, "init": cfg.init, "step": info["step"],
+    row: dict[str, Any] = {"name": name, "task": cfg.task, "init": cfg.init,
+                           "step": info["step"] if cfg.init == "pretrained" else 0,   # scratch: no pretraining
                            "params": info["params"], "device": str(device), "precision": "bf16" if amp else "fp32"}
     context = gpt.shape.max_length
     if cfg.task == "perplexity":
@@ -248,8 +241,10 @@ def run(cfg: EvalConfig) -> dict:
         rng = random.Random(cfg.seed)
         if cfg.max_train_examples and cfg.max_train_examples < len(splits["train"]):
             splits["train"] = rng.sample(splits["train"], cfg.max_train_examples)
+        if cfg.max_valid_examples and cfg.max_valid_examples < len(splits["valid"]):
+            splits["valid"] = random.Random(cfg.seed + 1).sample(splits["valid"], cfg.max_valid_examples)
         if cfg.max_test_examples and cfg.max_test_examples < len(splits["test"]):
-            splits["test"] = random.Random(cfg.seed + 1).sample(splits["test"], cfg.max_test_examples)
+            splits["test"] = random.Random(cfg.seed + 2).sample(splits["test"], cfg.max_test_examples)
         max_len = min(cfg.max_length, context)
         enc = {k: (encode_examples(tok, v, max_len), [e.label for e in v]) for k, v in splits.items()}
         for k, v in splits.items():
@@ -259,13 +254,15 @@ def run(cfg: EvalConfig) -> dict:
                      max_len)
         model = SequenceClassifier(gpt, gpt.shape.units, TASKS[cfg.task].num_labels, cfg.pooling, cfg.dropout)
         model.to(device)
-        fit = finetune(model, enc["train"], enc["valid"], cfg, tok.pad_id, device, amp)
-        test = classify(model, *enc["test"], cfg.batch_size, tok.pad_id, device, amp)
+        pad = tok.pad_id if tok.pad_id is not None else tok.eos_id   # never attended to: any valid id
+        fit = finetune(model, enc["train"], enc["valid"], cfg, pad, device, amp)
+        test = classify(model, *enc["test"], cfg.batch_size, pad, device, amp)
         log.info("%s %s (%s): test accuracy %.4f on %d examples (best valid %.4f)", name, cfg.task, cfg.init,
                  test["accuracy"], test["examples"], fit["best_valid_accuracy"])
         row.update(test_accuracy=test["accuracy"], test_loss=test["loss"], test_examples=test["examples"],
                    best_valid_accuracy=fit["best_valid_accuracy"], valid_examples=len(enc["valid"][0]),
                    train_examples=len(enc["train"][0]), steps=fit["steps"], train_seconds=fit["train_seconds"],
+                   valid_seconds=fit["valid_seconds"],
                    train_tokens_per_s=fit["train_tokens_per_s"], data=cfg.data)
         row["history"] = fit["history"]
     row["seconds"] = time.perf_counter() - t0

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import random
 import time
 from typing import TYPE_CHECKING, Any, Optional, Sequence
@@ -16,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from common.schema import cpu_count
 from pretrain.engines.torch.model import chunked_cross_entropy
 from pretrain.finetune_data import Example
 
@@ -35,10 +35,10 @@ def encode_examples(tok: Any, examples: Sequence[Example], max_length: int) -> l
     Pairs are truncated longest-first so both sentences keep their beginnings.
     """
     eos = tok.eos_id
-    a_ids = tok.encode_batch([e.text_a for e in examples], num_threads=os.cpu_count() or 1)
+    a_ids = tok.encode_batch([e.text_a for e in examples], num_threads=cpu_count())
     if examples and examples[0].text_b is None:
         return [a[: max_length - 1] + [eos] for a in a_ids]
-    b_ids = tok.encode_batch([e.text_b or "" for e in examples], num_threads=os.cpu_count() or 1)
+    b_ids = tok.encode_batch([e.text_b or "" for e in examples], num_threads=cpu_count())
     out = []
     for a, b in zip(a_ids, b_ids):
         la, lb = len(a), len(b)
@@ -148,15 +148,18 @@ def finetune(model: SequenceClassifier, train: tuple[list, list], valid: tuple[l
     total = steps_per_epoch * cfg.epochs
     opt = _optimizer(model, cfg)
     history, best, best_state, stale, step = [], -1.0, None, 0, 0
-    t0, tokens, loss_sum, loss_n = time.perf_counter(), 0, 0.0, 0
+    t0, tokens, loss_sum, loss_n, eval_s = time.perf_counter(), 0, 0.0, 0, 0.0
     lengths = [len(s) for s in seqs]
 
     def validate(epoch: float) -> bool:
-        nonlocal best, best_state, stale
+        nonlocal best, best_state, stale, eval_s, loss_sum, loss_n
+        te = time.perf_counter()
         v = classify(model, *valid, cfg.batch_size, pad_id, device, amp)
+        eval_s += time.perf_counter() - te
         rec = {"epoch": round(epoch, 3), "step": step, "train_loss": loss_sum / max(1, loss_n),
                "valid_accuracy": v["accuracy"], "valid_loss": v["loss"], "elapsed_s": time.perf_counter() - t0}
         history.append(rec)
+        loss_sum, loss_n = 0.0, 0          # train_loss: mean over the steps since the last validation
         log.info("epoch %.2f step %d: train loss %.4f nats, valid accuracy %.4f, valid loss %.4f nats, %.0f s",
                  epoch, step, rec["train_loss"], v["accuracy"], v["loss"], rec["elapsed_s"])
         if v["accuracy"] > best:
@@ -191,10 +194,10 @@ def finetune(model: SequenceClassifier, train: tuple[list, list], valid: tuple[l
                     break
         if stop or validate(epoch + 1):
             break
-    train_s = time.perf_counter() - t0
+    train_s = time.perf_counter() - t0 - eval_s
     model.load_state_dict(best_state)
     return {"history": history, "best_valid_accuracy": best, "steps": step, "train_seconds": train_s,
-            "train_tokens_per_s": tokens / max(train_s, 1e-9)}
+            "valid_seconds": eval_s, "train_tokens_per_s": tokens / max(train_s, 1e-9)}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -229,7 +232,7 @@ def perplexity(gpt: nn.Module, tok: Any, docs: Sequence[str], context: int, stri
     (total nats / ln 2 / characters of the documents: comparable across tokenizers).
     """
     stream = [tok.eos_id]
-    for ids in tok.encode_batch(list(docs), num_threads=os.cpu_count() or 1):
+    for ids in tok.encode_batch(list(docs), num_threads=cpu_count()):
         stream += ids + [tok.eos_id]
     if max_tokens:
         stream = stream[: max_tokens + 1]
@@ -247,7 +250,8 @@ def perplexity(gpt: nn.Module, tok: Any, docs: Sequence[str], context: int, stri
     for i in range(0, len(windows), batch_size):
         group = windows[i: i + batch_size]
         T = max(e - s for s, e, _ in group)
-        ids = torch.full((len(group), T), tok.pad_id if tok.pad_id is not None else 0, dtype=torch.long)
+        ids = torch.full((len(group), T), tok.pad_id if tok.pad_id is not None else tok.eos_id,
+                         dtype=torch.long)
         tgt = torch.full((len(group), T), -100, dtype=torch.long)
         for r, (s, e, first) in enumerate(group):
             ids[r, : e - s] = data[s:e]

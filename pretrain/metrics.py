@@ -13,6 +13,7 @@ import json
 import logging
 import math
 import os
+import sys
 from typing import Any, Optional
 
 log = logging.getLogger("pretrain.metrics")
@@ -57,6 +58,23 @@ def fmt_bytes(n: float) -> str:
     return f"{n / 2 ** 10:.1f} KiB"
 
 
+def _summary_writer_cls() -> type:
+    """tensorboardX.SummaryWriter, imported without torch unless torch is already loaded.
+
+    tensorboardX imports torch when it can, only to accept torch tensors (we log Python floats).
+    In a process that already loaded horovod.mxnet, loading torch's libraries segfaults (horovod
+    0.28.1, mxnet 1.9.1, torch 2.x: seen on rank 0 of `horovodrun -np 2`), so hide torch from it."""
+    hide = "torch" not in sys.modules
+    if hide:
+        sys.modules["torch"] = None   # makes `import torch` raise ImportError
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        if hide:
+            del sys.modules["torch"]
+    return SummaryWriter
+
+
 class MetricsWriter:
     """Appends one JSON object per record to `<out_dir>/metrics.jsonl` and scalars to TensorBoard
     (`<out_dir>/tensorboard/`). On non-root ranks every call is a no-op."""
@@ -69,11 +87,17 @@ class MetricsWriter:
             return
         os.makedirs(out_dir, exist_ok=True)
         self.path = os.path.join(out_dir, "metrics.jsonl")
-        self._f = open(self.path, "a", encoding="utf-8")   # append: a resumed run continues the file
+        partial = False                                       # a killed run may have left half a line
+        if os.path.exists(self.path) and os.path.getsize(self.path) > 0:
+            with open(self.path, "rb") as fb:
+                fb.seek(-1, os.SEEK_END)
+                partial = fb.read(1) != b"\n"
+        self._f = open(self.path, "a", encoding="utf-8")      # append: a resumed run continues the file
+        if partial:
+            self._f.write("\n")
         if tensorboard:
             try:
-                from tensorboardX import SummaryWriter
-                self._tb = SummaryWriter(os.path.join(out_dir, "tensorboard"))
+                self._tb = _summary_writer_cls()(os.path.join(out_dir, "tensorboard"))
             except ImportError:  # optional dependency; the JSONL file has the same numbers
                 log.warning("tensorboardX is not installed: writing metrics.jsonl only")
 

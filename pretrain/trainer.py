@@ -150,7 +150,11 @@ class Trainer:
         t_last, tok_last = time.perf_counter(), self.tokens_seen
         last_eval = -1
         last_ckpt = self.resumed_step if self.resumed_step is not None else -1   # that one exists already
-        while self.step < t.max_steps:
+        # train.stop_after ends this job early (after a checkpoint); the schedule still spans max_steps
+        end = min(t.max_steps, t.stop_after) if t.stop_after > 0 else t.max_steps
+        if end < t.max_steps:
+            log.info("train.stop_after=%d: this job stops at step %d of %d (resume continues)", end, end, t.max_steps)
+        while self.step < end:
             lr = lr_at(self.step, self.cfg.optim, t.max_steps)
             batches = self.train_data.batch_for_step(self.cursor, dist.rank, dist.size, t.micro_batch, self.accum)
             cursor_before = self.cursor
@@ -172,7 +176,7 @@ class Trainer:
                     "the data, then resume (checkpoint.resume: auto)")
             else:
                 losses.append(res.loss)
-            if self.step % t.log_every == 0 or self.step == t.max_steps:
+            if self.step % t.log_every == 0 or self.step == end:
                 now = time.perf_counter()
                 tps = (self.tokens_seen - tok_last) / max(now - t_last, 1e-9)
                 t_last, tok_last = now, self.tokens_seen

@@ -1,5 +1,6 @@
 """Launch scripts (launch/): the exact commands their dry runs print, input errors, hostfiles, and real
-2-process launches on this machine (horovodrun with Gloo, and mpirun through multi_node.sh)."""
+2-process launches on this machine (horovodrun with Gloo, mpirun through multi_node.sh, and
+aws/spot_run.sh against an S3 API served by moto on loopback)."""
 from __future__ import annotations
 
 import json
@@ -241,7 +242,7 @@ def test_slurm_dry_run(tmp_path):
     assert cmd[-9:] == [PY, "-m", "pretrain.train", "--config", TINY, "--set", "train.global_batch=16", "--set",
                         "checkpoint.resume=auto"]
     r = run("slurm.sbatch", "--config", TINY, "--set", "train.global_batch=16", "--launcher", "srun", "--dry-run",
-            env=dict(env, SRUN_MPI="pmi2"))
+            env=env)
     assert printed(r) == [["srun", "--mpi=pmi2", "--ntasks=8", "--ntasks-per-node=4", "--kill-on-bad-exit=1",
                            "--cpu-bind=none", PY, "-m", "pretrain.train", "--config", TINY, "--set",
                            "train.global_batch=16", "--set", "checkpoint.resume=auto"]]
@@ -281,22 +282,14 @@ def test_aws_spot_run_dry_run():
 
 
 @pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory):
-    """A tokenizer and token shards for configs/tiny.yaml (the corpus-stage fixtures of test_tokenizer)."""
-    from common.config import load_config
-    from corpus.shards import build_shards
-    from test_tokenizer import make_docs, train_small, write_clean_dir
-    root = tmp_path_factory.mktemp("launch")
-    train_small(root)                                   # -> root/tok
-    write_clean_dir(root / "clean", make_docs(80, seed=11), parts=2)
-    cfg = load_config(TINY, [f"corpus.out_dir={root / 'clean'}", f"tokenizer.dir={root / 'tok'}",
-                             f"shards.out_dir={root / 'shards'}", "shards.valid_fraction=0.1", "shards.workers=1"])
-    build_shards(cfg, workers=1)
-    return root
+def tiny_data(tmp_path_factory) -> tuple[Path, Path]:
+    """(tokenizer dir, token shards dir) for configs/tiny.yaml: the trainer tests' shared fixture."""
+    from train_fixtures import make_run_inputs   # tests/train_fixtures.py
+    return make_run_inputs(tmp_path_factory.mktemp("launch"))
 
 
-def _train_sets(data: Path, run_dir: Path, steps: int) -> list[str]:
-    sets = [f"tokenizer.dir={data / 'tok'}", f"train.shards={data / 'shards'}", f"train.out_dir={run_dir}",
+def _train_sets(data: tuple[Path, Path], run_dir: Path, steps: int) -> list[str]:
+    sets = [f"tokenizer.dir={data[0]}", f"train.shards={data[1]}", f"train.out_dir={run_dir}",
             f"checkpoint.root={run_dir / 'checkpoints'}", f"train.max_steps={steps}", "checkpoint.every_steps=2",
             "train.eval_every=2", "train.eval_batches=1", "log.tensorboard=false"]
     return [x for s in sets for x in ("--set", s)]
@@ -396,7 +389,7 @@ def test_aws_spot_run_resumes_from_s3_on_a_new_instance(tiny_data, tmp_path, mot
 
     def instance(name: str, steps: int) -> subprocess.CompletedProcess:
         out = tmp_path / name                      # each instance starts with nothing local
-        sets = [f"tokenizer.dir={tiny_data / 'tok'}", f"train.shards={tiny_data / 'shards'}", f"train.out_dir={out}",
+        sets = [f"tokenizer.dir={tiny_data[0]}", f"train.shards={tiny_data[1]}", f"train.out_dir={out}",
                 f"checkpoint.s3.endpoint_url={endpoint}", f"train.max_steps={steps}", "checkpoint.every_steps=2",
                 "train.eval_every=0", "train.eval_batches=1", "log.tensorboard=false"]
         return run("aws/spot_run.sh", "--config", TINY, "--np", "2", "--checkpoint-root", root,

@@ -1,7 +1,6 @@
 """Token shards: write/read round trip, determinism, merge, bad documents, tokenizer mixing refused, inspect."""
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 

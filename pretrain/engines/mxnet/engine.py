@@ -250,7 +250,10 @@ class MXNetEngine:
                     raise ValueError(f"checkpoint optimizer state {key}.{n} is missing or has the wrong shape")
                 arr[:] = mx.nd.array(t, ctx=self.ctx, dtype="float32")
         step = int(scalars.get("step", 0))
-        self._opt._index_update_count = {i: step for i in self._index.values()}
+        # the per-parameter update counts drive bias correction; MXNet keeps one dict per device and
+        # re-selects it at every update, so fill the dict of this device in place
+        self._opt._set_current_context(self.ctx.device_id)
+        self._opt._index_update_count.update({i: step for i in self._index.values()})
         self._opt.num_update = step
         if self.precision == "fp16" and "loss_scale" in scalars:
             self.loss_scale = float(scalars["loss_scale"])

@@ -23,6 +23,7 @@ import math
 from typing import Optional
 
 import mxnet as mx
+import numpy as np
 from mxnet import gluon
 from mxnet.gluon import HybridBlock
 
@@ -152,6 +153,7 @@ class GPT2Model(HybridBlock):
         self.num_heads, self.max_length = num_heads, max_length
         self.hidden_size = hidden_size or 4 * units
         self._dropout = dropout
+        self._dtype = "float32"
         with self.name_scope():
             self.wte_weight = self.params.get("wte_weight", shape=(vocab_size, units))
             self.wpe_weight = self.params.get("wpe_weight", shape=(max_length, units))
@@ -161,6 +163,11 @@ class GPT2Model(HybridBlock):
                     self.blocks.add(GPT2Block(units, self.hidden_size, num_heads, dropout, layer_norm_eps,
                                               gelu=gelu, prefix=f"{i}_"))
             self.ln_f = gluon.nn.LayerNorm(epsilon=layer_norm_eps, in_channels=units, prefix="ln_f_")
+
+    def cast(self, dtype):
+        """Cast parameters (fp16 training); the Embedding ops must be told the new weight dtype."""
+        self._dtype = np.dtype(dtype).name
+        super().cast(dtype)
 
     def forward(self, ids, past=None):  # noqa: D401 - Gluon entry point
         if past is None:
@@ -172,9 +179,9 @@ class GPT2Model(HybridBlock):
         offset = 0 if past is None else past[0].shape[3]
         # positions 0..T-1 (+ cached length), ids (B, T) -> token (B, T, U) + position (1, T, U)
         pos = F.contrib.arange_like(ids, axis=1) + offset
-        x = F.Embedding(ids, wte_weight, input_dim=V, output_dim=U)
+        x = F.Embedding(ids, wte_weight, input_dim=V, output_dim=U, dtype=self._dtype)
         x = F.broadcast_add(x, F.expand_dims(F.Embedding(pos, wpe_weight, input_dim=self.max_length,
-                                                         output_dim=U), axis=0))
+                                                         output_dim=U, dtype=self._dtype), axis=0))
         if self._dropout:
             x = F.Dropout(x, p=self._dropout)
         present = []
