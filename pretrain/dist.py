@@ -23,7 +23,11 @@ def launched_by_horovod() -> bool:
     """True under horovodrun (Gloo or MPI) or a bare mpirun; False for a plain `python -m ...`."""
     if "HOROVOD_RANK" in os.environ:
         return True
-    for var in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "HOROVOD_SIZE"):
+    # PMIX_SIZE / SLURM_NTASKS: `srun --mpi=pmix` sets no PMI_SIZE; every rank would otherwise train
+    # alone and all would write to the same checkpoint root.
+    if "PMIX_RANK" in os.environ and int(os.environ.get("SLURM_NTASKS", os.environ.get("PMIX_SIZE", "1")) or 1) > 1:
+        return True
+    for var in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "HOROVOD_SIZE"):
         try:
             if int(os.environ.get(var, "1")) > 1:
                 return True

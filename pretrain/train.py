@@ -10,7 +10,9 @@ and trains to `train.max_steps`, logging on rank 0 to stderr, `<train.out_dir>/m
 `<train.out_dir>/tensorboard/`. The loop itself is in pretrain/trainer.py.
 
 Exit status: 0 done; 2 a config/data/checkpoint problem (the message names the fix); 3 the loss
-diverged (NaN/Inf; the last good checkpoint is intact); 1 anything else.
+diverged (NaN/Inf; the last good checkpoint is intact); 4 stopped by SIGTERM/SIGUSR1 (spot
+interruption, Slurm preemption) after saving a checkpoint at the step boundary: run again to
+continue; 1 anything else.
 """
 from __future__ import annotations
 
@@ -53,7 +55,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     setup_logging(getattr(logging, cfg.log.level.upper(), logging.INFO))
 
     from pretrain.dist import init_dist
-    from pretrain.trainer import TrainingDiverged, run
+    from pretrain.trainer import StopRequested, TrainingDiverged, run
 
     dist = init_dist(cfg.train.engine)
     setup_logging(getattr(logging, cfg.log.level.upper(), logging.INFO), rank=dist.rank)
@@ -62,6 +64,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     except TrainingDiverged as e:
         log.error("training diverged: %s", e)
         return 3
+    except StopRequested as e:
+        log.warning("%s", e)
+        return 4
     except _user_errors() as e:
         log.error("%s: %s", type(e).__name__, e)
         return 2

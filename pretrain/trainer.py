@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
 import time
 from dataclasses import asdict
 from typing import Any, Optional
@@ -28,6 +29,32 @@ STATE_FORMAT = "kogpt-ckpt-v1"
 
 class TrainingDiverged(RuntimeError):
     """The loss or gradient became NaN/Inf without fp16 loss scaling to absorb it."""
+
+
+class StopRequested(Exception):
+    """SIGTERM/SIGUSR1 arrived (spot interruption, Slurm preemption): a checkpoint was saved, then we stop."""
+
+
+class _StopSignal:
+    """Remembers SIGTERM/SIGUSR1 instead of dying mid-step; the loop checks it at step boundaries."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+
+    def __init__(self) -> None:
+        self.received: Optional[int] = None
+        self._old = {}
+        for sig in self.SIGNALS:
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:        # not the main thread (e.g. called from a test harness)
+                pass
+
+    def _handle(self, signum, frame) -> None:
+        self.received = signum
+
+    def restore(self) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
 
 
 class Trainer:
@@ -81,6 +108,7 @@ class Trainer:
             if ck_cfg.init_from:
                 from pretrain.checkpoint import load_checkpoint
                 ck = load_checkpoint(ck_cfg.init_from, ck_cfg.s3)
+                self._check_tokenizer(ck.state, ck.location, "checkpoint.init_from: ''")
                 self.engine.set_weights(ck.weights)
                 log.info("initialised weights from %s (fresh optimizer, step 0)", ck.location)
             else:
@@ -88,22 +116,26 @@ class Trainer:
             return
         ck = self.cm.load(where)
         st = ck.state
-        if st.get("tokenizer_sha256") != self.tokenizer.sha256:
-            raise ConfigError(f"checkpoint {where} was trained with tokenizer sha256 "
-                              f"{str(st.get('tokenizer_sha256'))[:12]}.., the config's tokenizer has "
-                              f"{self.tokenizer.sha256[:12]}..: use the checkpoint's tokenizer/ directory "
-                              "(tokenizer.dir) or set checkpoint.resume: none")
+        self._check_tokenizer(st, where, "checkpoint.resume: none")
         self.engine.set_weights(ck.weights)
         self.engine.set_optimizer_state(ck.optimizer, st.get("optimizer", {}))
         self.engine.set_rng_state(st.get("rng", {}))
         self.step, self.cursor = int(st["step"]), int(st["sample_cursor"])
         self.tokens_seen, self.skipped = int(st["tokens_seen"]), int(st.get("skipped_steps", 0))
         self.resumed_step = self.step
-        if st.get("world_size") != self.dist.size:
+        if st.get("world_size") and st.get("world_size") != self.dist.size:
             log.info("resuming a %s-worker run on %d workers: the data continues from global sample %d",
                      st.get("world_size"), self.dist.size, self.cursor)
         log.info("resumed from %s: step %d, %d tokens seen, sample cursor %d", ck.location, self.step,
                  self.tokens_seen, self.cursor)
+
+    def _check_tokenizer(self, state: dict, where: str, alternative: str) -> None:
+        """Ids only mean something with the tokenizer that made them: refuse a mismatched checkpoint."""
+        theirs = state.get("tokenizer_sha256")
+        if theirs != self.tokenizer.sha256:
+            raise ConfigError(f"checkpoint {where} was trained with tokenizer sha256 {str(theirs)[:12]}.., the "
+                              f"config's tokenizer has {self.tokenizer.sha256[:12]}..: use the checkpoint's "
+                              f"tokenizer/ directory (tokenizer.dir or tokenizer.model) or set {alternative}")
 
     def save(self) -> None:
         tensors, scalars = self.engine.get_optimizer_state()
@@ -146,15 +178,30 @@ class Trainer:
         log.info("training %s: %d steps x %d sequences x %d tokens (micro %d x accum %d x %d workers), "
                  "%.1f M params, %.3g FLOPs/token", self.cfg.name, t.max_steps, g, self.seq_len, t.micro_batch,
                  self.accum, dist.size, self.engine.num_params / 1e6, self.fpt)
-        losses: list[float] = []
-        t_last, tok_last = time.perf_counter(), self.tokens_seen
-        last_eval = -1
-        last_ckpt = self.resumed_step if self.resumed_step is not None else -1   # that one exists already
         # train.stop_after ends this job early (after a checkpoint); the schedule still spans max_steps
         end = min(t.max_steps, t.stop_after) if t.stop_after > 0 else t.max_steps
         if end < t.max_steps:
             log.info("train.stop_after=%d: this job stops at step %d of %d (resume continues)", end, end, t.max_steps)
+        stop = _StopSignal()
+        try:
+            self._loop(end, stop)
+        finally:
+            stop.restore()
+
+    def _loop(self, end: int, stop: "_StopSignal") -> None:
+        t, dist = self.cfg.train, self.dist
+        g = t.global_batch
+        losses: list[float] = []
+        t_last, tok_last = time.perf_counter(), self.tokens_seen
+        last_eval = -1
+        last_ckpt = self.resumed_step if self.resumed_step is not None else -1   # that one exists already
         while self.step < end:
+            # Every rank must stop at the same step, though a signal may reach only some: agree by sum.
+            if dist.allreduce_sum(np.array([1.0 if stop.received else 0.0]))[0] > 0:
+                if last_ckpt != self.step:
+                    self.save()
+                raise StopRequested(f"stopped by signal at step {self.step} after saving a checkpoint under "
+                                    f"{self.cfg.checkpoint.root}; run again (checkpoint.resume: auto) to continue")
             lr = lr_at(self.step, self.cfg.optim, t.max_steps)
             batches = self.train_data.batch_for_step(self.cursor, dist.rank, dist.size, t.micro_batch, self.accum)
             cursor_before = self.cursor

@@ -197,3 +197,35 @@ def test_resume_with_another_worker_count_continues_from_the_same_global_sample(
     assert [x["sample_cursor"] for x in recs] == [32, 40, 48, 56]        # 4 steps x global batch 8
     ref = {x["step"]: x["loss"] for x in _records(two)}
     np.testing.assert_allclose([x["loss"] for x in recs], [ref[s] for s in (5, 6, 7, 8)], rtol=1e-6)
+
+
+def test_sigterm_saves_a_checkpoint_at_the_step_boundary_and_resume_matches(inputs, tmp_path):
+    """A spot interruption or Slurm preemption (SIGTERM/SIGUSR1) costs no work: checkpoint, exit 4."""
+    sets = dict(train__max_steps=40, checkpoint__every_steps=100, train__eval_every=0)
+    ref, cut = tmp_path / "ref", tmp_path / "cut"
+    r = _run(_cmd(inputs, ref, **sets))
+    assert r.returncode == 0, r.stderr[-3000:]
+    want = _losses(ref)
+
+    proc = subprocess.Popen(_cmd(inputs, cut, **sets), cwd=REPO, env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if (cut / "metrics.jsonl").exists() and len(_records(cut)) >= 3:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run finished before the signal"
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 4, err[-3000:]
+    assert "stopped by signal" in err
+    latest = (cut / "ckpt" / "latest").read_text().strip()
+    stopped = int(latest.split("_")[1])
+    assert 3 <= stopped < 40                   # saved where it stopped, not at an every_steps multiple
+
+    lines_before = len((cut / "metrics.jsonl").read_text().splitlines())
+    r = _run(_cmd(inputs, cut, **sets))
+    assert r.returncode == 0, r.stderr[-3000:]
+    got = _losses(cut, start_line=lines_before)
+    assert sorted(got) == list(range(stopped + 1, 41))
+    assert got == {s: want[s] for s in got}
