@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -21,6 +21,12 @@ from pretrain.inference import LoadedModel, load_model
 from pretrain.sampling import SamplingConfig, next_token
 
 log = logging.getLogger("pretrain.generate")
+
+
+def non_text_ids(tok: Any) -> np.ndarray:
+    """Ids a continuation should never contain: <unk>, <s>, <pad>, <mask>, <unused*> (</s> stays: it ends)."""
+    ids = [tok.unk_id, tok.bos_id, tok.pad_id, tok.mask_id] + [tok.piece_id(p) for p in tok.unused_tokens]
+    return np.array(sorted({i for i in ids if i is not None and i != tok.eos_id}), dtype=np.int64)
 
 
 def generate_ids(lm: LoadedModel, prompt_ids: Sequence[int], max_new_tokens: int, sampling: SamplingConfig,
@@ -35,10 +41,10 @@ def generate_ids(lm: LoadedModel, prompt_ids: Sequence[int], max_new_tokens: int
     if len(ids) >= limit:
         raise ValueError(f"prompt of {len(ids)} tokens fills the model's context of {limit} positions")
     new: list[int] = []
-    past = None
+    banned = non_text_ids(lm.tokenizer)
     logits, past = lm.step(np.array([ids]))
     for _ in range(max_new_tokens):
-        nxt = next_token(logits[0, -1], np.array(ids, dtype=np.int64), sampling, rng)
+        nxt = next_token(logits[0, -1], np.array(ids, dtype=np.int64), sampling, rng, banned)
         ids.append(nxt)
         new.append(nxt)
         if (stop_at_eos and nxt == lm.tokenizer.eos_id) or len(ids) >= limit:

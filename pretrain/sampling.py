@@ -40,9 +40,15 @@ def apply_repetition_penalty(logits: np.ndarray, seen: np.ndarray, penalty: floa
 
 
 def next_token(logits: np.ndarray, history: np.ndarray, cfg: SamplingConfig,
-               rng: np.random.Generator) -> int:
-    """Pick the next id from `logits` (V,) given the ids generated so far (`history`, 1-D)."""
+               rng: np.random.Generator, banned: np.ndarray | None = None) -> int:
+    """Pick the next id from `logits` (V,) given the ids generated so far (`history`, 1-D).
+
+    `banned` ids are never picked (e.g. <pad>, <mask>, <unused*>: tokens text never contains).
+    """
     logits = apply_repetition_penalty(logits.astype(np.float64), history, cfg.repetition_penalty)
+    if banned is not None and banned.size:
+        logits = logits.copy()
+        logits[banned] = -np.inf
     if cfg.greedy:
         return int(np.argmax(logits))
     logits = logits / cfg.temperature

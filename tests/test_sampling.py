@@ -44,3 +44,12 @@ def test_seeded_sampling_is_reproducible_and_validated():
     assert a == b
     with pytest.raises(ValueError, match="temperature"):
         SamplingConfig(temperature=0).validate()
+
+
+def test_banned_ids_are_never_picked():
+    logits = np.array([5.0, 4.0, 0.0, -1.0])
+    rng = np.random.default_rng(0)
+    banned = np.array([0, 1])
+    assert next_token(logits, np.array([], dtype=np.int64), SamplingConfig(greedy=True), rng, banned) == 2
+    draws = {next_token(logits, np.array([], dtype=np.int64), SamplingConfig(), rng, banned) for _ in range(200)}
+    assert draws <= {2, 3}
