@@ -23,14 +23,19 @@ from pretrain.sampling import SamplingConfig, next_token
 log = logging.getLogger("pretrain.generate")
 
 
-def non_text_ids(tok: Any) -> np.ndarray:
-    """Ids a continuation should never contain: <unk>, <s>, <pad>, <mask>, <unused*> (</s> stays: it ends)."""
+def non_text_ids(tok: Any, allow_bytes: bool = False) -> np.ndarray:
+    """Ids a continuation should never contain: <unk>, <s>, <pad>, <mask>, <unused*> (</s> stays: it ends),
+    and unless `allow_bytes`, SentencePiece's byte-fallback pieces <0xNN>: sampled one at a time they
+    rarely form valid UTF-8 and print as U+FFFD; text stays within the learned pieces."""
     ids = [tok.unk_id, tok.bos_id, tok.pad_id, tok.mask_id] + [tok.piece_id(p) for p in tok.unused_tokens]
+    if not allow_bytes:
+        ids += [i for i in range(tok.vocab_size) if tok.sp.is_byte(i)]
     return np.array(sorted({i for i in ids if i is not None and i != tok.eos_id}), dtype=np.int64)
 
 
 def generate_ids(lm: LoadedModel, prompt_ids: Sequence[int], max_new_tokens: int, sampling: SamplingConfig,
-                 seed: int = 0, use_cache: bool = True, stop_at_eos: bool = True) -> list[int]:
+                 seed: int = 0, use_cache: bool = True, stop_at_eos: bool = True,
+                 allow_bytes: bool = False) -> list[int]:
     """Continue `prompt_ids` (which should start with <s>) by up to `max_new_tokens` ids; returns the new ids."""
     sampling.validate()
     if not prompt_ids:
@@ -41,7 +46,7 @@ def generate_ids(lm: LoadedModel, prompt_ids: Sequence[int], max_new_tokens: int
     if len(ids) >= limit:
         raise ValueError(f"prompt of {len(ids)} tokens fills the model's context of {limit} positions")
     new: list[int] = []
-    banned = non_text_ids(lm.tokenizer)
+    banned = non_text_ids(lm.tokenizer, allow_bytes)
     logits, past = lm.step(np.array([ids]))
     for _ in range(max_new_tokens):
         nxt = next_token(logits[0, -1], np.array(ids, dtype=np.int64), sampling, rng, banned)
@@ -57,11 +62,13 @@ def generate_ids(lm: LoadedModel, prompt_ids: Sequence[int], max_new_tokens: int
 
 
 def generate_text(lm: LoadedModel, prompt: str, max_new_tokens: int = 64,
-                  sampling: Optional[SamplingConfig] = None, seed: int = 0, use_cache: bool = True) -> str:
+                  sampling: Optional[SamplingConfig] = None, seed: int = 0, use_cache: bool = True,
+                  allow_bytes: bool = False) -> str:
     """Prompt text -> prompt followed by the generated continuation (decoded, `</s>` dropped)."""
     tok = lm.tokenizer
     prompt_ids = [tok.bos_id] + tok.encode(prompt)
-    new = generate_ids(lm, prompt_ids, max_new_tokens, sampling or SamplingConfig(), seed, use_cache)
+    new = generate_ids(lm, prompt_ids, max_new_tokens, sampling or SamplingConfig(), seed, use_cache,
+                       allow_bytes=allow_bytes)
     if new and new[-1] == tok.eos_id:
         new = new[:-1]
     return tok.decode(prompt_ids[1:] + new)
@@ -86,6 +93,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num-samples", type=int, default=1)
     p.add_argument("--no-cache", action="store_true", help="recompute the whole sequence every step")
+    p.add_argument("--allow-byte-tokens", action="store_true",
+                   help="let the model emit byte-fallback pieces <0xNN> (may print U+FFFD)")
     args = p.parse_args(argv)
     setup_logging()
 
@@ -109,7 +118,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     log.info("model from %s (step %d, %s engine)", lm.checkpoint, lm.step_count, lm.engine)
     for i in range(args.num_samples):
         text = generate_text(lm, args.prompt, args.max_length, sampling, seed=args.seed + i,
-                             use_cache=not args.no_cache)
+                             use_cache=not args.no_cache, allow_bytes=args.allow_byte_tokens)
         print(f"[{i + 1}] {text}" if args.num_samples > 1 else text, flush=True)
     return 0
 

@@ -25,7 +25,7 @@ bash launch/single_node.sh --np "$NP" --config "$CONFIG" --set checkpoint.resume
 step "4/5 generate from the prompt '2019년 한해를 보내며,'"
 ckpt=$(get checkpoint.root)
 $PY -m pretrain.generate --checkpoint "$ckpt" --prompt "2019년 한해를 보내며," \
-    --max-length 60 --top-k 20 --temperature 0.8 --seed 1 --num-samples 2
+    --max-length 60 --top-p 0.9 --temperature 0.7 --repetition-penalty 1.3 --seed 3 --num-samples 3
 
 step "5/5 summary"
 $PY -m pretrain.summary --config "$CONFIG" --elapsed $(( $(date +%s) - start ))

@@ -96,3 +96,16 @@ def test_cli_prints_text(checkpoint, capsys):
                           "--greedy", "--engine", "mxnet"]) == 0
     assert capsys.readouterr().out.startswith("오늘")
     assert generate_main(["--checkpoint", str(checkpoint[1] / "nope"), "--prompt", "x"]) == 2
+
+
+def test_byte_fallback_pieces_are_not_generated_unless_allowed(checkpoint):
+    from pretrain.generate import non_text_ids
+
+    lm = load_model(checkpoint[0], engine="torch")
+    tok = lm.tokenizer
+    byte_ids = {i for i in range(tok.vocab_size) if tok.sp.is_byte(i)}
+    assert byte_ids and byte_ids <= set(non_text_ids(tok).tolist())
+    assert not byte_ids & set(non_text_ids(tok, allow_bytes=True).tolist())
+    assert tok.eos_id not in set(non_text_ids(tok).tolist())
+    out = generate_ids(lm, [tok.bos_id], 30, SamplingConfig(temperature=2.0), seed=1, stop_at_eos=False)
+    assert not set(out) & set(non_text_ids(tok).tolist())
