@@ -29,7 +29,7 @@ TOKENIZER = $(if $(TOK_MODEL),$(TOK_MODEL),$(TOK_DIR)/tokenizer.json)
 .PHONY: help install demo test test-fast corpus clean-docs tokenizer shards train generate export bench lint distclean
 
 help:
-	@sed -n '1,12p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '1,10p' Makefile | sed 's/^# \{0,1\}//'
 	@echo "targets: install demo test test-fast corpus clean-docs tokenizer shards train generate export bench lint distclean"
 
 install: $(VENV_STAMP)
@@ -76,7 +76,8 @@ generate: install
 	$(PY) -m pretrain.generate --config $(CONFIG) $(SET_ARGS) --prompt "$(or $(PROMPT),2019년 한해를 보내며,)"
 
 export: install
-	$(PY) -m pretrain.export --config $(CONFIG) $(SET_ARGS) --to hf $(or $(OUT),work/export/hf)
+	$(PY) -m pretrain.export --config $(CONFIG) $(SET_ARGS) --checkpoint $(call cfg,checkpoint.root) \
+		--to hf $(or $(OUT),work/export/hf)
 
 bench: install
 	$(PY) bench/run_all.py
