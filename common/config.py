@@ -83,7 +83,7 @@ def _load_tree(path: Path, origin: dict, seen: tuple = ()) -> dict:
     tree: dict = {}
     for parent in parents:
         _merge(tree, _load_tree(path.parent / parent, origin, seen + (path,)), {}, str(path))
-    # Re-merge the parents' provenance was recorded inside the recursive call; now this file wins.
+    # The parents' keys keep the provenance their own files recorded; this file's keys override them.
     _merge(tree, data, origin, str(path))
     return tree
 
