@@ -14,7 +14,6 @@ Prints a table and writes bench/results/checkpoint_bench.json.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -30,6 +29,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from bench.results_io import write_result  # noqa: E402
 
 from common.log import setup_logging  # noqa: E402
 from common.schema import MODEL_PRESETS, CheckpointConfig, S3Config, cpu_count  # noqa: E402
@@ -180,9 +180,7 @@ def main() -> None:
         print(f"\n{'file (moto on loopback)':24} {'MB':>8} {'up MB/s':>8} {'down MB/s':>9}")
         for name, r in results["s3"].items():
             print(f"{name:24} {r['bytes'] / 1e6:>8.1f} {r['upload_MBps']:>8.1f} {r['download_MBps']:>9.1f}")
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
-    print(f"\nwrote {args.out}")
+    write_result(args.out, results)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench.results_io import write_result  # noqa: E402
 
 CHILD = r"""
 import json, resource, sys, time, logging
@@ -117,10 +118,7 @@ def main() -> int:
               f"{r['docs_in']:>9}{r['docs_out']:>9}{r['rss_parent_mb']:>14.0f}{r['rss_worker_mb']:>14.0f}")
     for k, v in pc.items():
         print(f"  {k:<36}{v:>12.1f}")
-    out = ROOT / "bench/results/corpus_throughput.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out}")
+    write_result(ROOT / "bench/results/corpus_throughput.json", result)
     return 0
 
 

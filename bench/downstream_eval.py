@@ -36,6 +36,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+from bench.results_io import portable, write_result  # noqa: E402
 
 CONFIG = "bench/configs/downstream.yaml"
 DATA = "../shared/data"
@@ -167,10 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     md = render(result)
     print("\n" + md)
     os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
-    from common.io import write_bytes_atomic, write_json_atomic
-    write_json_atomic(RESULTS + ".json", result)
-    write_bytes_atomic(RESULTS + ".md", md.encode("utf-8"))
-    print(f"wrote {RESULTS}.json and .md")
+    from common.io import write_bytes_atomic
+    write_result(RESULTS + ".json", result)
+    write_bytes_atomic(RESULTS + ".md", portable(md).encode("utf-8"))
     return 0
 
 

@@ -24,6 +24,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from bench.results_io import write_result  # noqa: E402
 MARGIN_NATS = 0.5       # "clearly below": at least this far under the unigram entropy
 
 
@@ -131,8 +132,7 @@ def main() -> int:
               "margin_below_unigram_nats": bound - final, "pass": ok, "eval_curve": ev, "train_curve": tr,
               "machine": f"{os.uname().machine}, {len(os.sched_getaffinity(0))} cores"}
     out = REPO / "bench/results"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "learning_check.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_result(out / "learning_check.json", result)
 
     import matplotlib
     matplotlib.use("Agg")

@@ -23,6 +23,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from bench.results_io import write_result  # noqa: E402
 
 import zstandard as zstd  # noqa: E402
 
@@ -119,9 +120,7 @@ def main() -> int:
               "tokenizer_vocab": tok.vocab_size, "machine": {"cpus": cpu_count(), "platform": platform.platform()},
               "sp_encode_1thread": ref, "rows": rows, "identical_across_workers": same,
               "target_tokens_per_s_per_core": 1_000_000}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_result(args.out, result)
     return 0
 
 

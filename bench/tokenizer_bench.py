@@ -24,6 +24,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from bench.results_io import write_result  # noqa: E402
 
 from common.schema import TokenizerConfig, cpu_count  # noqa: E402
 from corpus.tokenizer import spm_training_args  # noqa: E402
@@ -129,9 +130,7 @@ def main() -> int:
         "cpus": cpu_count(), "platform": platform.platform(), "processor": platform.machine()},
         "sentencepiece_python": sentencepiece.__version__, "spm_train": spm_version, "target_ratio": 1.1,
         "rows": rows}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    write_result(args.out, result)
     return 0
 
 

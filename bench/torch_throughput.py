@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import json
 import platform
 import sys
 import time
@@ -30,6 +29,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from bench.results_io import write_result  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -215,8 +215,7 @@ def main() -> int:
            "ratio_ours_over_hf": ratio, "results": results,
            "command": " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:])}
     path = Path(args.out) if args.out else REPO / "bench" / "results" / f"torch_throughput_{args.device}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+    write_result(path, out)
 
     print(f"\n{dev_name}, torch {torch.__version__}: GPT-2 {args.preset} (L {m.num_layers}, d {m.units}, "
           f"V {args.vocab}, T {T}), micro-batch {args.micro_batch} x accum {args.accum}")

@@ -29,6 +29,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from bench.results_io import write_result  # noqa: E402
 
 SHAPES = {  # preset: (seq_len, micro_batch per worker, vocab)
     "tiny": (64, 8, 1000),
@@ -164,10 +165,7 @@ def main() -> int:
     machine = f"{platform.machine()} CPU, {len(os.sched_getaffinity(0))} cores ({platform.processor() or 'unknown'})"
     result = {"machine": machine, "throughput": rows, "gelu": gelu,
               "note": "random token batches; 2 warm-up steps then --steps timed steps; shared VM"}
-    out = REPO / "bench/results/train_cpu_bench.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"\nwritten {out}")
+    write_result(REPO / "bench/results/train_cpu_bench.json", result)
     return 0
 
 
