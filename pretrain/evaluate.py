@@ -126,21 +126,15 @@ class EvalConfig:
 
 def load_model(cfg: EvalConfig) -> tuple[GPT2, Any, dict]:
     """(model on CPU, tokenizer, info) from `cfg.checkpoint`; random weights when cfg.init == scratch."""
-    from corpus.tokenizer import Tokenizer
-    from pretrain.checkpoint import load_checkpoint
-    from pretrain.inference import fetch_tokenizer, model_config_from_state
+    from pretrain.inference import open_checkpoint
 
-    ckpt = load_checkpoint(cfg.checkpoint)
-    model_cfg = model_config_from_state(ckpt.state, ckpt.location)
-    if cfg.tokenizer:
-        tok = Tokenizer.load(cfg.tokenizer)
-    else:   # the checkpoint's own tokenizer/ (local or s3://); the model is read into memory at load
-        with tempfile.TemporaryDirectory(prefix="kogpt-eval-tok-") as d:
-            tok = fetch_tokenizer(ckpt.location, d)
-    vocab_size = int(ckpt.weights["wte.weight"].shape[0])
-    if tok.vocab_size > vocab_size:
-        raise SystemExit(f"the tokenizer has {tok.vocab_size} pieces but {ckpt.location} embeds {vocab_size}: "
-                         "pass the tokenizer the checkpoint was trained with (--tokenizer)")
+    # the checkpoint's own tokenizer/ (local or s3://) is read into memory at load: a temporary copy does
+    with tempfile.TemporaryDirectory(prefix="kogpt-eval-tok-") as d:
+        try:
+            ckpt, model_cfg, tok, vocab_size = open_checkpoint(cfg.checkpoint, tokenizer=cfg.tokenizer or None,
+                                                               tok_dir=d)
+        except ValueError as e:
+            raise SystemExit(f"{e} (--tokenizer)") from None
     shape = dataclasses.replace(GPT2Shape.from_config(model_cfg, vocab_size), dropout=cfg.dropout)
     torch.manual_seed(cfg.seed)
     model = GPT2(shape)

@@ -107,18 +107,29 @@ def build_inference_model(engine: str, weights: dict[str, np.ndarray], model_cfg
     raise ValueError(f"engine={engine!r}: use torch or mxnet")
 
 
-def load_model(checkpoint: str, engine: str = "torch", device: str = "cpu",
-               s3cfg: Optional[S3Config] = None, tokenizer: Optional[str] = None) -> LoadedModel:
-    """Load the checkpoint at `checkpoint` (a step dir, or a root: its newest complete one)."""
+def open_checkpoint(checkpoint: str, s3cfg: Optional[S3Config] = None, tokenizer: Optional[str] = None,
+                    tok_dir: Optional[str] = None) -> tuple[Checkpoint, ModelConfig, Tokenizer, int]:
+    """(checkpoint, its ModelConfig, its tokenizer, embedding rows) for inference and fine-tuning.
+
+    The tokenizer is `tokenizer` if given, else the checkpoint's own `tokenizer/`, copied to `tok_dir`
+    (a new temporary directory when None). Raises ValueError when the tokenizer does not fit the model.
+    """
     ckpt: Checkpoint = load_checkpoint(str(checkpoint), s3cfg)
     model_cfg = model_config_from_state(ckpt.state, ckpt.location)
     if tokenizer:
         tok = Tokenizer.load(tokenizer)
     else:
-        tok = fetch_tokenizer(ckpt.location, tempfile.mkdtemp(prefix="kogpt-tok-"), s3cfg)
+        tok = fetch_tokenizer(ckpt.location, tok_dir or tempfile.mkdtemp(prefix="kogpt-tok-"), s3cfg)
     vocab_size = int(ckpt.weights["wte.weight"].shape[0])
     if tok.vocab_size > vocab_size:
-        raise ValueError(f"tokenizer has {tok.vocab_size} pieces but {ckpt.location} embeds {vocab_size}: "
-                         "they do not belong together")
+        raise ValueError(f"the tokenizer has {tok.vocab_size} pieces but {ckpt.location} embeds {vocab_size}: "
+                         "use the tokenizer the checkpoint was trained with")
+    return ckpt, model_cfg, tok, vocab_size
+
+
+def load_model(checkpoint: str, engine: str = "torch", device: str = "cpu",
+               s3cfg: Optional[S3Config] = None, tokenizer: Optional[str] = None) -> LoadedModel:
+    """Load the checkpoint at `checkpoint` (a step dir, or a root: its newest complete one)."""
+    ckpt, model_cfg, tok, vocab_size = open_checkpoint(checkpoint, s3cfg, tokenizer)
     model, dev = build_inference_model(engine, ckpt.weights, model_cfg, vocab_size, device)
     return LoadedModel(engine, model, tok, model_cfg, ckpt.location, ckpt.step, dev)
