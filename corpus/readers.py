@@ -10,9 +10,7 @@ Bad input never raises: a corrupt compressed stream, XML error, invalid bytes fo
 bytes, a line longer than the limit, an empty or missing file are recorded in `ErrorLog` (with file
 and line or byte offset) and reading goes on with the next line or file.
 
-Wiki markup is converted with mwparserfromhell: templates, tables, refs, comments, files, categories
-and the "see also"/references sections are dropped, link text kept; redirects and pages outside the
-article namespace (ns 0) are skipped and counted.
+Wiki dumps are parsed page by page in corpus/wiki.py.
 """
 from __future__ import annotations
 
@@ -24,12 +22,13 @@ import itertools
 import json
 import lzma
 import os
-import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from typing import Callable, Iterator, Optional
 
 import zstandard
+
+from corpus.wiki import read_wiki_pages, wiki_to_text  # noqa: F401  (wiki_to_text: public here too)
 
 BLOCK = 1 << 20            # bytes read per block
 HEAD = 1 << 16             # bytes sniffed for format and encoding
@@ -385,110 +384,6 @@ def _read_jsonl(seg: Segment, stream, start: int, enc: str, max_line: int, error
             idx += 1
 
 
-# -- wiki ---------------------------------------------------------------------------------------------
-
-_NS_PREFIX = re.compile(
-    r"^\s*:?\s*(?:파일|그림|file|image|분류|category|틀|template|위키백과|wikipedia|포털|portal|미디어|media|"
-    r"특수|special|사용자|user|도움말|help|위키낱말사전|wiktionary|[a-z]{2,3}(?:-[a-z]+)?)\s*:", re.I)
-_SKIP_TAGS = {"ref", "references", "table", "gallery", "math", "chem", "ce", "score", "timeline", "imagemap",
-              "syntaxhighlight", "source", "pre", "nowiki", "includeonly", "noinclude", "templatedata",
-              "graph", "mapframe", "maplink", "hiero", "categorytree"}
-_DROP_SECTIONS = {"각주", "주석", "출처", "참고 문헌", "참고문헌", "외부 링크", "외부링크", "같이 보기", "함께 보기",
-                  "관련 항목", "참조", "references", "notes", "see also", "external links", "further reading"}
-_MAGIC_WORD = re.compile(r"__[A-Z]+__")
-
-
-def wiki_to_text(wikitext: str) -> str:
-    """Plain text of a MediaWiki article (paragraphs and section titles, one per line)."""
-    import mwparserfromhell as mw
-    from mwparserfromhell.nodes import (Comment, ExternalLink, Heading, HTMLEntity, Tag, Template, Text,
-                                        Wikilink)
-
-    def strip(code) -> str:
-        out: list[str] = []
-        drop_level = 0
-        for node in code.nodes:
-            if isinstance(node, Heading):
-                title = strip(node.title).strip()
-                if drop_level and node.level > drop_level:
-                    continue
-                drop_level = node.level if title.lower() in _DROP_SECTIONS else 0
-                if not drop_level:
-                    out.append(f"\n{title}\n")
-                continue
-            if drop_level:
-                continue
-            if isinstance(node, Text):
-                # parsed with skip_style_tags (faster, robust to unbalanced quotes): drop the bold/italic marks
-                out.append(node.value.replace("\x27\x27\x27", "").replace("\x27\x27", ""))
-            elif isinstance(node, Wikilink):
-                title = str(node.title)
-                if _NS_PREFIX.match(title):
-                    continue
-                out.append(strip(node.text) if node.text is not None else strip(node.title))
-            elif isinstance(node, ExternalLink):
-                if node.title is not None:
-                    out.append(strip(node.title))
-            elif isinstance(node, Tag):
-                tag = str(node.tag).strip().lower()
-                if tag in _SKIP_TAGS:
-                    continue
-                if tag in ("br", "p", "li", "dd", "dt", "div"):
-                    out.append("\n")
-                if node.contents is not None and not node.self_closing:
-                    out.append(strip(node.contents))
-            elif isinstance(node, HTMLEntity):
-                out.append(node.normalize())
-            elif isinstance(node, (Template, Comment)):
-                continue
-        return "".join(out)
-
-    text = strip(mw.parse(wikitext, skip_style_tags=True))
-    return _MAGIC_WORD.sub("", text)
-
-
-def _read_wiki(seg: Segment, stream, errors: ErrorLog, name: str, tick, mine, counts: dict
-               ) -> Iterator[tuple[str, str]]:
-    """Pages of a MediaWiki XML export; counts["wiki_redirect"/"wiki_non_article"] get skipped pages."""
-    ctx = ET.iterparse(stream, events=("start", "end"))
-    root = None
-    ns = ""
-    idx = 0
-    n = 0
-    for event, elem in ctx:
-        if root is None:
-            root = elem
-            ns = elem.tag[:elem.tag.index("}") + 1] if elem.tag.startswith("{") else ""
-            continue
-        if event != "end" or elem.tag != ns + "page":
-            continue
-        n += 1
-        if n % 64 == 0:
-            tick()
-        if mine(idx):
-            text = elem.findtext(f"{ns}revision/{ns}text") or ""
-            lead = text.lstrip()[:16].upper()
-            if elem.find(f"{ns}redirect") is not None or lead.startswith(("#REDIRECT", "#넘겨주기")):
-                _count(counts, "wiki_redirect", text)
-            elif (elem.findtext(f"{ns}ns") or "0").strip() != "0":
-                _count(counts, "wiki_non_article", text)
-            else:
-                page_id = (elem.findtext(f"{ns}id") or str(idx)).strip()
-                try:
-                    yield wiki_to_text(text), f"{seg.source}:{name}:{page_id}"
-                except Exception as e:  # a parser failure on one page must not stop the dump
-                    errors.add(name, "wiki_markup", f"page {page_id}: {type(e).__name__}: {e}")
-        idx += 1
-        root.clear()  # drop finished pages: memory stays flat over a multi-GB dump
-    tick()
-
-
-def _count(counts: dict, key: str, text: str) -> None:
-    c = counts.setdefault(key, {"docs": 0, "bytes": 0})
-    c["docs"] += 1
-    c["bytes"] += len(text.encode("utf-8"))
-
-
 # ----------------------------------------------------------------------------------------------------
 # entry point
 
@@ -544,7 +439,7 @@ def read_segment(seg: Segment, errors: ErrorLog, progress: Callable[[int], None]
                 sniff = f.read(HEAD)
         fmt = seg.format if seg.format != "auto" else detect_format(seg.path, sniff)
         if fmt == "wiki":
-            yield from _read_wiki(seg, _Prefixed(head, stream), errors, name, tick, mine, counts)
+            yield from read_wiki_pages(_Prefixed(head, stream), seg.source, name, errors, tick, mine, counts)
             return
         enc = seg.encoding
         if enc == "auto":

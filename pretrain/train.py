@@ -17,6 +17,7 @@ continue; 1 anything else.
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import sys
 from typing import Optional
@@ -46,6 +47,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pretrain.train", description=__doc__.split("\n")[0])
     add_config_args(parser)
     args = parser.parse_args(argv)
+    # A crash inside MXNet, Horovod or Gloo (SIGSEGV, SIGABRT) then prints every thread's Python
+    # stack on stderr, so the log of a dead rank says where it was instead of only an exit code.
+    faulthandler.enable()
     setup_logging()
     try:
         cfg = config_from_args(args)

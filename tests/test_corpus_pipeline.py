@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import corpus.pipeline as P
+import corpus.plan
 from common.config import load_config
 from common.io import sha256_file
 from corpus.docs import iter_documents, read_manifest
@@ -96,8 +97,9 @@ KILLER = r"""
 import os, sys
 sys.path.insert(0, sys.argv[1])
 import corpus.pipeline as P
+import corpus.plan
 from common.config import load_config
-P.MIN_UNIT = 200
+corpus.plan.MIN_UNIT = 200
 done = []
 orig = P.Stage.on_done
 def on_done(self, uid, info):
@@ -112,7 +114,7 @@ P.run_clean(load_config(sys.argv[2]), workers=1)
 
 @pytest.mark.slow
 def test_resume_after_kill_gives_the_same_output(tmp_path, monkeypatch):
-    monkeypatch.setattr(P, "MIN_UNIT", 200)
+    monkeypatch.setattr(corpus.plan, "MIN_UNIT", 200)
     ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"
     ref_dir.mkdir(), run_dir.mkdir()
     ref = P.run_clean(load_config(write_inputs(ref_dir)))

@@ -15,6 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "launch"))
 import hostfile as hf  # noqa: E402  (launch/hostfile.py)
+from horovod_output import explain  # noqa: E402  (tests/horovod_output.py)
 
 REPO = Path(__file__).resolve().parents[1]
 PY = str(REPO / ".venv" / "bin" / "python")
@@ -313,13 +314,13 @@ def test_real_two_process_launch_and_resume(tiny_data, tmp_path):
     run_dir = tmp_path / "run"
     r = run("single_node.sh", "--np", "2", "--gloo", "--config", TINY, *_train_sets(tiny_data, run_dir, 4),
             timeout=600)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert r.returncode == 0, explain(r)
     assert "running: " + HOROVODRUN + " -np 2 -H localhost:2 --gloo" in r.stderr
     _check_run(run_dir, 4)
     # a second launch continues from the checkpoint (checkpoint.resume: auto in tiny.yaml)
     r = run("single_node.sh", "--np", "2", "--gloo", "--config", TINY, *_train_sets(tiny_data, run_dir, 6),
             timeout=600)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert r.returncode == 0, explain(r)
     assert "resumed from" in r.stdout + r.stderr
     _check_run(run_dir, 6)
 
@@ -336,7 +337,7 @@ def test_real_two_process_mpirun_launch(tiny_data, tmp_path):
     run_dir = tmp_path / "run"
     r = run("multi_node.sh", "--hostfile", str(hosts), "--iface", "lo", "--config", TINY,
             *_train_sets(tiny_data, run_dir, 2), timeout=600)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert r.returncode == 0, explain(r)
     _check_run(run_dir, 2)
 
 
@@ -396,10 +397,10 @@ def test_aws_spot_run_resumes_from_s3_on_a_new_instance(tiny_data, tmp_path, mot
                    *[x for s in sets for x in ("--set", s)], env=env, timeout=600)
 
     r = instance("instance-1", 4)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert r.returncode == 0, explain(r)
     assert "training finished; checkpoints in " + root in r.stderr
     r = instance("instance-2", 6)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert r.returncode == 0, explain(r)
     assert f"resumed from {root}/step_00000004" in r.stdout + r.stderr
     from common.schema import S3Config
     from pretrain.checkpoint import load_checkpoint

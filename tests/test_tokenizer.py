@@ -12,7 +12,8 @@ import zstandard as zstd
 
 from common.config import load_config
 from common.io import read_json, sha256_file
-from corpus.tokenizer import (Reservoir, Tokenizer, TokenizerError, canonical_model, tokenizer_report,
+from corpus.sentence_sample import Reservoir
+from corpus.tokenizer import (Tokenizer, TokenizerError, canonical_model, tokenizer_report,
                               train_spm_file)
 
 # Sentences written for these tests (no external data).

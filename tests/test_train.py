@@ -18,6 +18,7 @@ import pytest
 
 pytest.importorskip("mxnet")
 
+from tests.horovod_output import explain  # noqa: E402
 from tests.train_fixtures import make_run_inputs  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -126,7 +127,7 @@ def test_two_workers_match_one_worker(inputs, tmp_path, controller):
     r1 = _run(_cmd(inputs, one, **sets))
     r2 = _run(_cmd(inputs, two, np_=2, controller=controller, **sets))
     assert r1.returncode == 0, r1.stderr[-3000:]
-    assert r2.returncode == 0, (r2.stdout + r2.stderr)[-3000:]
+    assert r2.returncode == 0, explain(r2)
     a, b = _records(one), _records(two)
     assert [x["step"] for x in b] == list(range(1, 7))
     np.testing.assert_allclose([x["loss"] for x in b], [x["loss"] for x in a], rtol=1e-6)
@@ -155,7 +156,7 @@ def test_sigkill_then_resume_reproduces_the_uninterrupted_losses_bit_for_bit(inp
     sets = dict(train__max_steps=30, checkpoint__every_steps=2, checkpoint__keep_last=3, train__eval_every=10)
     ref, cut = tmp_path / "ref", tmp_path / "cut"
     r = _run(_cmd(inputs, ref, np_=2, **sets))
-    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    assert r.returncode == 0, explain(r)
     want = _losses(ref)
     assert sorted(want) == list(range(1, 31))
 
@@ -175,7 +176,7 @@ def test_sigkill_then_resume_reproduces_the_uninterrupted_losses_bit_for_bit(inp
 
     lines_before = len((cut / "metrics.jsonl").read_text().splitlines())
     r = _run(_cmd(inputs, cut, np_=2, **sets))
-    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    assert r.returncode == 0, explain(r)
     assert "resumed from" in r.stdout + r.stderr
     got = _losses(cut, start_line=lines_before)
     k = min(got) - 1
@@ -188,7 +189,7 @@ def test_resume_with_another_worker_count_continues_from_the_same_global_sample(
     sets = dict(model__dropout=0, train__max_steps=8, checkpoint__every_steps=4, checkpoint__keep_last=2)
     two, one = tmp_path / "two", tmp_path / "one"
     r = _run(_cmd(inputs, two, np_=2, **sets))
-    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    assert r.returncode == 0, explain(r)
     r = _run(_cmd(inputs, one, checkpoint__resume=two / "ckpt" / "step_00000004", **sets))
     assert r.returncode == 0, r.stderr[-3000:]
     assert "resuming a 2-worker run on 1 workers" in r.stderr
