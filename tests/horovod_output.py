@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 import subprocess
+import warnings
+from typing import Callable
 
 _RANK_LINE = re.compile(r"^\[(?:\d+,)?(\d+)\]<(?:stdout|stderr)>:?(.*)$")
 
@@ -30,3 +32,29 @@ def explain(r: subprocess.CompletedProcess, lines_per_rank: int = 40) -> str:
     parts.append("--- launcher and unprefixed output (last 40 lines) ---")
     parts.extend(other[-40:])
     return "\n".join(parts)
+
+
+# A worker killed by SIGABRT or SIGSEGV, as horovodrun ("Process 0 exit with status code 134",
+# "Exit code: 134") and mpirun ("exited on signal 6 (Aborted)") report it.
+_NATIVE_CRASH = re.compile(r"(?:exit with status code|Exit code:)\s*(?:134|139)\b|exited on signal (?:6|11)\b")
+
+
+def native_crash(r: subprocess.CompletedProcess) -> bool:
+    """Whether a worker of this failed launch died in native code (abort or segfault)."""
+    return r.returncode != 0 and bool(_NATIVE_CRASH.search((r.stdout or "") + (r.stderr or "")))
+
+
+def retry_native_crash(launch: Callable[[], subprocess.CompletedProcess]) -> subprocess.CompletedProcess:
+    """Run `launch()`; if a worker died in native code, warn with its report and run it once more.
+
+    Why: CI once saw rank 0 of a 2-process Gloo launch abort (exit 134) right after start-up, in
+    MXNet/Horovod native code, and could not reproduce it in 200+ launches here. One retry keeps such
+    a rare crash from failing the suite, while the warning (in pytest's summary) keeps it visible;
+    any other failure, or a second crash, fails the test as before. Users get the same recovery from
+    `checkpoint.resume: auto` on relaunch.
+    """
+    r = launch()
+    if native_crash(r):
+        warnings.warn("a worker crashed in native code; running the launch once more. First run:\n" + explain(r))
+        r = launch()
+    return r

@@ -14,7 +14,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from common.schema import Config, ModelConfig                               # noqa: E402
-from horovod_output import explain                                          # noqa: E402
+from horovod_output import explain, retry_native_crash                      # noqa: E402
 from pretrain.dist import Dist                                              # noqa: E402
 from pretrain.engines.torch.engine import TorchEngine, decays               # noqa: E402
 from pretrain.engines.torch.model import GPT2, GPT2Shape, chunked_cross_entropy  # noqa: E402
@@ -250,7 +250,8 @@ np.savez({str(tmp_path)!r} + f"/w{{d.rank}}.npz", loss=r.loss, norm=r.grad_norm,
 """)
     hvdrun = REPO / ".venv/bin/horovodrun"
     cmd = [str(hvdrun) if hvdrun.exists() else "horovodrun", "-np", "2", "--gloo", sys.executable, str(script)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=dict(os.environ, PYTHONPATH=str(REPO)))
+    proc = retry_native_crash(lambda: subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                                                     env=dict(os.environ, PYTHONPATH=str(REPO))))
     assert proc.returncode == 0, explain(proc)
     w0, w1 = dict(np.load(tmp_path / "w0.npz")), dict(np.load(tmp_path / "w1.npz"))
     single = TorchEngine(tiny_cfg(micro=2, glob=8), Dist(), V)

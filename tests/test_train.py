@@ -18,7 +18,7 @@ import pytest
 
 pytest.importorskip("mxnet")
 
-from tests.horovod_output import explain  # noqa: E402
+from tests.horovod_output import explain, retry_native_crash  # noqa: E402
 from tests.train_fixtures import make_run_inputs  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,7 +52,9 @@ def _cmd(inputs, out: Path, np_=1, controller="gloo", **sets):
 
 
 def _run(cmd, env=None, timeout=300):
-    return subprocess.run(cmd, cwd=REPO, env=env or _env(), capture_output=True, text=True, timeout=timeout)
+    """Run to the end; a worker crash in native code gets one more run (tests/horovod_output.py)."""
+    return retry_native_crash(lambda: subprocess.run(cmd, cwd=REPO, env=env or _env(), capture_output=True,
+                                                     text=True, timeout=timeout))
 
 
 def _records(out: Path, kind="train", start_line=0):
