@@ -229,15 +229,22 @@ def test_word_cache_encoder_matches_sentencepiece(env, tmp_path):
     from corpus.tokenizer import Tokenizer
 
     root, tok, docs = env
-    enc = WordCacheEncoder(tok, max_words=50)  # tiny cache: exercises the clearing path too
-    assert enc.cache is not None
     rng = random.Random(0)
     alphabet = list("가나다 라마  바사\n아ㅋ😀a1 .<mask>") + ["<unused1>", "\u3000", "\u00a0"]
     texts = ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40))) for _ in range(300)]
     texts += TRICKY + [d["text"] for d in docs[:30]]
-    for lo in range(0, len(texts), 37):
-        batch = texts[lo:lo + 37]
-        assert enc.encode(batch) == tok.sp.encode(batch)
+    # min_hit_rate 0: always the cached-words road; 1.01: always in context, learning from the ids;
+    # max_words 50: the cache fills up and new words are encoded without being kept.
+    for kw in (dict(), dict(min_hit_rate=0.0), dict(min_hit_rate=1.01), dict(max_words=50, min_hit_rate=0.0)):
+        enc = WordCacheEncoder(tok, **kw)
+        assert enc.cache is not None
+        for _ in range(2):                         # the second pass finds the words of the first
+            for lo in range(0, len(texts), 37):
+                batch = texts[lo:lo + 37]
+                assert enc.encode(batch) == tok.sp.encode(batch), kw
+        assert len(enc.cache) <= enc.max_words and enc.hits > 0
+        learned = list(enc.cache)
+        assert [enc.cache[w] for w in learned] == [tok.sp.encode(w) or [enc.space] for w in learned], kw
     # a model normalized with nmt_nfkc (spaces collapsed, NBSP -> space): no cache, plain encoding
     sent = tmp_path / "s.txt"
     sent.write_text("\n".join(SENTENCES * 3), encoding="utf-8")
