@@ -57,7 +57,7 @@ class FilterConfig:
     max_digit_ratio: float = 0.3
     max_char_repeat: int = 10            # a run of the same char longer than this is cut to this length
     max_dup_line_ratio: float = 0.3      # documents whose lines repeat more than this are dropped
-    drop_boilerplate_lines: bool = True  # bylines, copyright notices, "무단 전재 및 재배포 금지", ...
+    drop_boilerplate_lines: bool = True  # bylines, copyright notices, "무단 전재 및 재배포 금지", news datelines
     boilerplate_patterns: list[str] = field(default_factory=list)  # extra regexes for lines to drop
 
     def validate(self) -> None:

@@ -8,7 +8,8 @@ document is a few list operations. Steps, in order:
    Unicode NFC (documents failing `unicodedata.is_normalized`);
 2. boilerplate lines dropped (news bylines with e-mail, "무단 전재 및 재배포 금지", Copyright/ⓒ lines,
    "▶" related-article lines; plus `corpus.filters.boilerplate_patterns`), only in documents where a
-   keyword occurs;
+   keyword occurs; news datelines cut from the start of a line ("(서울=연합뉴스) 홍길동 기자 = ",
+   "[세종=뉴시스]", "【워싱턴=뉴시스】 김철수 특파원 = "), only in documents containing "=";
 3. numpy, per character: control and zero-width characters deleted, every space character becomes
    " " and every line break "\\n", runs of spaces collapse, lines are stripped, blank lines dropped,
    runs of one character longer than `max_char_repeat` cut to that length;
@@ -18,7 +19,7 @@ document is a few list operations. Steps, in order:
 Each filter is a small named function `(BatchStats, FilterConfig) -> bool mask of rejected docs`,
 listed in FILTERS in the order they are applied; a dropped document is counted (docs, UTF-8 bytes
 of its cleaned text) under the first filter that rejects it. Modifiers (normalize, boilerplate_lines,
-char_repeat) count the documents they changed and the bytes they removed.
+dateline, char_repeat) count the documents they changed and the bytes they removed.
 """
 from __future__ import annotations
 
@@ -53,6 +54,13 @@ DEFAULT_BOILERPLATE = [
 # A document is only searched for the default patterns if one of these occurs in it (plain substring
 # search over the whole batch is ~4x faster than one regex alternation).
 _BOILERPLATE_KEYWORDS = ("@", "ⓒ", "©", "▶", "☞", "►", "무단", "재배포", "저작권자", "opyright", "OPYRIGHT")
+# A news dateline at the start of a line: "(서울=연합뉴스) 홍길동 기자 = ", "[세종=뉴시스]", "【워싱턴=뉴시스】
+# 김철수 특파원 =", "(서울=뉴스1) 이영희 박민수 기자 =". The place is Hangul (so "(x=3)" is left alone); the
+# reporter part is only taken with its 기자/특파원/통신원 and the "=" after it.
+_DATELINE = re.compile(
+    r"^[ \t]*[(\[【<〔][ \t]*[가-힣]{2,10}[ \t]*=[ \t]*[가-힣A-Za-z0-9]{2,12}[ \t]*[)\]】>〕]"
+    r"(?:[ \t]*[가-힣]{2,4}(?:[ \t]*[·,]?[ \t]*[가-힣]{2,4}){0,3}[ \t]*(?:기자|특파원|통신원)[ \t]*=)?[ \t]*",
+    re.M)
 _AMP = re.compile(r"&[#\w]")   # an HTML entity may start here
 BOILERPLATE_MAX_LINE_CHARS = 200  # longer lines are text, not boilerplate, whatever they contain
 
@@ -148,7 +156,7 @@ FILTERS: list[tuple[str, Callable[[BatchStats, FilterConfig, list[str]], np.ndar
     ("digit_ratio", f_digit_ratio),
     ("dup_lines", f_dup_lines),
 ]
-MODIFIERS = ("normalize", "boilerplate_lines", "char_repeat")
+MODIFIERS = ("normalize", "boilerplate_lines", "dateline", "char_repeat")
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -239,6 +247,7 @@ class Cleaner:
         self.cfg = cfg
         self.table = class_table()
         pats = list(DEFAULT_BOILERPLATE) if cfg.drop_boilerplate_lines else []
+        self._dateline = _DATELINE if cfg.drop_boilerplate_lines else None
         self._bp_default = re.compile("|".join(f"(?:{p})" for p in pats)) if pats else None
         try:
             extra = [re.compile(p) for p in cfg.boilerplate_patterns]
@@ -297,7 +306,14 @@ class Cleaner:
                     texts[i] = t
                     mods["boilerplate_lines"]["docs"] += 1
                     mods["boilerplate_lines"]["bytes"] += removed
-        if fixed or mods["boilerplate_lines"]["docs"]:
+        if self._dateline is not None and "=" in joined:
+            for i in np.unique(np.searchsorted(starts, _find_all(joined, "="), "right") - 1):
+                t = self._dateline.sub("", texts[i])
+                if t != texts[i]:
+                    mods["dateline"]["docs"] += 1
+                    mods["dateline"]["bytes"] += len(texts[i].encode("utf-8")) - len(t.encode("utf-8"))
+                    texts[i] = t
+        if fixed or mods["boilerplate_lines"]["docs"] or mods["dateline"]["docs"]:
             joined = SEP.join(texts)
         arr = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32)
         bytes_before = len(joined.encode("utf-8")) - (len(texts) - 1)

@@ -28,11 +28,29 @@ def test_boilerplate_lines():
     doc = ("(서울=연합뉴스) 본문 첫 문장입니다.\n홍길동 기자 hong@yna.co.kr\n본문 둘째 문장입니다.\n"
            "<저작권자(c) 연합뉴스, 무단 전재-재배포 금지>\n▶ 관련기사 보기\nⓒ 한국일보\nCopyright 2019 Herald")
     c = Cleaner(FilterConfig())
-    assert c.normalize(doc) == "(서울=연합뉴스) 본문 첫 문장입니다.\n본문 둘째 문장입니다."
+    assert c.normalize(doc) == "본문 첫 문장입니다.\n본문 둘째 문장입니다."
     off = Cleaner(FilterConfig(drop_boilerplate_lines=False, boilerplate_patterns=[r"^▶"]))
-    assert "▶" not in off.normalize(doc) and "hong@" in off.normalize(doc)
+    assert "▶" not in off.normalize(doc) and "hong@" in off.normalize(doc) and "(서울=연합뉴스)" in off.normalize(doc)
     with pytest.raises(ValueError, match="boilerplate_patterns"):
         Cleaner(FilterConfig(boilerplate_patterns=["(unclosed"]))
+
+
+@pytest.mark.parametrize("text,want", [
+    ("(서울=연합뉴스) 홍길동 기자 = 정부가 발표했다.", "정부가 발표했다."),
+    ("[세종=뉴시스]홍길동 기자 = 기획재정부는", "기획재정부는"),
+    ("【워싱턴=뉴시스】 김철수 특파원 = 미국은", "미국은"),
+    ("(서울=뉴스1) 이영희 박민수 기자 = 서울시는", "서울시는"),
+    ("(서울=연합뉴스) 정부는 어제", "정부는 어제"),
+    ("제목 줄\n(부산=연합뉴스) 김민수 기자 = 부산시는", "제목 줄\n부산시는"),
+    ("(x=3) 일 때 값은", "(x=3) 일 때 값은"),                       # not a place name
+    ("그는 (서울=연합뉴스) 보도를 인용했다", "그는 (서울=연합뉴스) 보도를 인용했다"),  # not at a line start
+    ("(서울=연합뉴스) 정부 기자회견 = 오늘", "정부 기자회견 = 오늘"),    # only name + 기자 + "=" is a reporter
+])
+def test_news_datelines_are_cut_from_line_starts(text, want):
+    cleaned, keep, _, counts = Cleaner(FilterConfig(min_chars=1)).clean_batch([text, "다른 문서"])
+    assert cleaned[0] == want
+    assert counts["dateline"] == ({"docs": 1, "bytes": len(text.encode()) - len(want.encode())} if want != text
+                                  else {"docs": 0, "bytes": 0})
 
 
 GOOD = "한국어로 쓰인 충분히 긴 정상적인 문서입니다. 필터를 모두 통과해야 합니다."
