@@ -5,8 +5,8 @@
 #   make corpus CONFIG=configs/base.yaml    clean -> tokenizer (unless tokenizer.model is set) -> shards
 #   make train  CONFIG=configs/base.yaml NP=8
 #
-# Every stage reads the same YAML (CONFIG) and skips work it has finished: make's own rules run on the
-# stages' manifests, and each stage skips finished parts inside itself.
+# Every stage reads the same YAML (CONFIG) and skips work it has finished with the same inputs and
+# settings (each checks that itself), so rerunning a target after an edit redoes only what changed.
 
 CONFIG ?= configs/demo.yaml
 SET ?=
@@ -20,11 +20,7 @@ export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 
 # Resolved config values (evaluated only when a target needs them, after install).
 cfg = $(shell $(PY) -m common.config get $(1) --config $(CONFIG) $(SET_ARGS))
-CLEAN_DIR = $(call cfg,corpus.out_dir)
-TOK_DIR = $(call cfg,tokenizer.dir)
 TOK_MODEL = $(call cfg,tokenizer.model)
-SHARD_DIR = $(call cfg,shards.out_dir)
-TOKENIZER = $(if $(TOK_MODEL),$(TOK_MODEL),$(TOK_DIR)/tokenizer.json)
 
 .PHONY: help install demo test test-fast corpus clean-docs tokenizer shards train generate export bench lint distclean
 
@@ -45,28 +41,21 @@ test: install
 test-fast: install
 	$(PY) -m pytest -q -ra -m "not slow" tests
 
-# --- data stages: file targets on the manifests ----------------------------------------------------
+# --- data stages -----------------------------------------------------------------------------------
+# Always run: each stage compares its inputs and settings with what it wrote last time and returns in
+# seconds when nothing changed, while a changed setting, SET= or input file redoes what it affects.
 corpus: install
-	@$(MAKE) --no-print-directory $(SHARD_DIR)/manifest.json CONFIG=$(CONFIG) SET="$(SET)"
+	$(PY) -m corpus clean --config $(CONFIG) $(SET_ARGS)
+	$(if $(TOK_MODEL),@echo "tokenizer.model=$(TOK_MODEL): not training a tokenizer",$(PY) -m corpus tokenizer --config $(CONFIG) $(SET_ARGS))
+	$(PY) -m corpus shards --config $(CONFIG) $(SET_ARGS)
 
 clean-docs: install
-	@$(MAKE) --no-print-directory $(CLEAN_DIR)/manifest.json CONFIG=$(CONFIG) SET="$(SET)"
-
-tokenizer: install
-	@$(MAKE) --no-print-directory $(TOK_DIR)/tokenizer.json CONFIG=$(CONFIG) SET="$(SET)"
-
-shards: corpus
-
-ifneq ($(wildcard $(PY)),)   # the rules below need the config resolved, i.e. an installed venv
-$(CLEAN_DIR)/manifest.json: $(CONFIG)
 	$(PY) -m corpus clean --config $(CONFIG) $(SET_ARGS)
 
-$(TOK_DIR)/tokenizer.json: $(CLEAN_DIR)/manifest.json
+tokenizer: clean-docs
 	$(PY) -m corpus tokenizer --config $(CONFIG) $(SET_ARGS)
 
-$(SHARD_DIR)/manifest.json: $(CLEAN_DIR)/manifest.json $(TOKENIZER)
-	$(PY) -m corpus shards --config $(CONFIG) $(SET_ARGS)
-endif
+shards: corpus
 
 # --- training and after -----------------------------------------------------------------------------
 train: install

@@ -495,7 +495,7 @@ def inspect(path: str | os.PathLike, docs: int = 2, tokenizer: Optional[str] = N
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """`build` (default; from --config), `inspect PATH`, `merge OUT IN [IN ...]`."""
-    from common.config import add_config_args, config_from_args, save_resolved
+    from common.config import ConfigError, add_config_args, config_from_args, save_resolved
     from common.log import setup_logging
     from corpus.tokenizer import TokenizerError
 
@@ -528,6 +528,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(inspect(args.out, docs=0))
     except (ShardsError, TokenizerError) as e:
         log.error("%s", e)
+        return 2
+    except ConfigError as e:
+        log.error("config error: %s", e)
         return 2
     return 0
 

@@ -356,7 +356,7 @@ def format_report(report: dict) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """CLI: `python -m corpus tokenizer --config FILE [--set k=v] [--force]`."""
-    from common.config import add_config_args, config_from_args, save_resolved
+    from common.config import ConfigError, add_config_args, config_from_args, save_resolved
     from common.log import setup_logging
 
     p = argparse.ArgumentParser(prog="python -m corpus tokenizer", description=__doc__.split("\n")[0])
@@ -364,7 +364,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--force", action="store_true", help="retrain even if tokenizer.dir is up to date")
     args = p.parse_args(argv)
     setup_logging()
-    cfg = config_from_args(args)
+    try:
+        cfg = config_from_args(args)
+    except ConfigError as e:
+        log.error("config error: %s", e)
+        return 2
     try:
         if cfg.tokenizer.model:
             tok = Tokenizer.load(cfg.tokenizer.model)

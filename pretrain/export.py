@@ -219,12 +219,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--out", help="import: checkpoint location to write (…/step_00000000, local or s3://)")
     ap.add_argument("--tokenizer", help="export: tokenizer dir/file instead of the checkpoint's tokenizer/")
     ap.add_argument("--config", help="YAML whose checkpoint.s3 section configures s3:// access")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a key of --config, e.g. checkpoint.s3.endpoint_url=http://minio:9000")
     args = ap.parse_args(argv)
     setup_logging()
     s3cfg = None
-    if args.config:
-        from common.config import load_config
-        s3cfg = load_config(args.config).checkpoint.s3
+    if args.config or args.set:
+        from common.config import ConfigError, load_config
+        try:
+            s3cfg = load_config(args.config, args.set).checkpoint.s3
+        except ConfigError as e:
+            ap.exit(2, f"config error: {e}\n")
     if args.to and args.checkpoint and not args.src:
         if args.to[0] != "hf":
             ap.error(f"--to {args.to[0]}: only `hf` is supported")

@@ -49,7 +49,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = parser.parse_args(argv)
     # A crash inside MXNet, Horovod or Gloo (SIGSEGV, SIGABRT) then prints every thread's Python
     # stack on stderr, so the log of a dead rank says where it was instead of only an exit code.
-    faulthandler.enable()
+    try:
+        faulthandler.enable()
+    except (ValueError, OSError):  # stderr without a file descriptor (embedded or captured): go on without
+        pass
     setup_logging()
     try:
         cfg = config_from_args(args)

@@ -61,3 +61,20 @@ def test_resolved_config_round_trips(tmp_path):
     save_resolved(cfg, tmp_path / "out" / "config.yaml")
     again = load_config(tmp_path / "out" / "config.yaml")
     assert again == cfg and isinstance(again, Config)
+
+
+@pytest.mark.parametrize("entry,argv", [
+    ("corpus.__main__", ["clean"]), ("corpus.tokenizer", []), ("corpus.shards", ["build"]),
+    ("pretrain.train", []), ("pretrain.export", ["--checkpoint", "x", "--to", "hf", "y"]),
+])
+def test_every_stage_cli_reports_a_bad_key_without_a_traceback(entry, argv, capsys):
+    """A typo in --set ends the command with exit 2 and one line naming the key, for every stage."""
+    import importlib
+
+    main = importlib.import_module(entry).main
+    try:
+        rc = main(argv + ["--config", "configs/tiny.yaml", "--set", "optim.lrr=1"])
+    except SystemExit as e:       # argparse-style exits
+        rc = e.code
+    err = capsys.readouterr().err
+    assert rc == 2 and "unknown key 'optim.lrr'" in err and "Traceback" not in err, err
