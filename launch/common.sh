@@ -75,3 +75,43 @@ if [[ $(id -u) -eq 0 ]]; then
 fi
 # Ranks import the repo's packages whatever their working directory.
 export PYTHONPATH=$REPO${PYTHONPATH:+:$PYTHONPATH}
+
+# run_horovodrun CMD...: run horovodrun and exit with the first failed worker's own status.
+# horovodrun itself exits 1 whatever the workers said, which would hide the trainer's exit codes
+# (2 config/data, 3 diverged, 4 stopped by a signal after a checkpoint, 5 checkpoint write failed)
+# from whoever restarts the job (launch/aws/spot_run.sh, a Slurm requeue). Its "Process N exit
+# with status code S." lines on stdout give them back. TERM/INT/USR1 sent to this script go on to
+# horovodrun, which stops the workers (the trainer checkpoints on TERM/USR1).
+run_horovodrun() {
+    local tmp pid fpid rc line
+    tmp=$(mktemp -d "${TMPDIR:-/tmp}/kogpt-launch.XXXXXX")
+    mkfifo "$tmp/stdout"
+    # horovodrun's stdout passes through unchanged; the first non-zero worker status is kept aside
+    while IFS= read -r line; do
+        printf '%s\n' "$line"
+        if [[ ! -s $tmp/status && $line =~ ^Process\ [0-9]+\ exit\ with\ status\ code\ ([0-9]+)\. ]] \
+                && [[ ${BASH_REMATCH[1]} != 0 ]]; then
+            echo "${BASH_REMATCH[1]}" > "$tmp/status"
+        fi
+    done < "$tmp/stdout" &
+    fpid=$!
+    "$@" > "$tmp/stdout" &
+    pid=$!
+    trap 'kill -TERM "$pid" 2>/dev/null || true' TERM INT
+    trap 'kill -USR1 "$pid" 2>/dev/null || true' USR1
+    while true; do
+        set +e
+        wait "$pid"
+        rc=$?
+        set -e
+        # wait returns early (status > 128) when a trapped signal arrives; go on until horovodrun ends
+        kill -0 "$pid" 2>/dev/null || break
+    done
+    trap - TERM INT USR1
+    wait "$fpid" 2>/dev/null || true      # the filter has passed on every line
+    if [[ $rc -ne 0 && -s $tmp/status ]]; then
+        rc=$(cat "$tmp/status")
+    fi
+    rm -rf "$tmp"
+    exit "$rc"
+}

@@ -108,4 +108,7 @@ if [[ $dry_run -eq 1 ]]; then
     exit 0
 fi
 note "running: $(print_cmd "${cmd[@]}")"
+if [[ $launcher == horovodrun ]]; then
+    run_horovodrun "${cmd[@]}"        # exits with the first failed worker's status, like mpirun
+fi
 exec "${cmd[@]}"

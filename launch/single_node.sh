@@ -7,12 +7,13 @@
 # --np defaults to the GPUs `nvidia-smi -L` lists. With --np 1 and no Horovod installed (HOROVOD=0 install)
 # it runs `python -m pretrain.train` directly. Before starting anything it checks the config file, the
 # config itself and that train.global_batch splits over N workers. --dry-run prints the command and exits.
-# Exit status: the trainer's (0 done, 2 config/data problem, 3 diverged), or 2 for a bad argument here.
+# Exit status: the trainer's (0 done, 2 config/data problem, 3 diverged, 4 stopped by a signal after a
+# checkpoint, 5 checkpoint write failed; under horovodrun the first failed worker's), or 2 for a bad argument here.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 usage() {
-    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
     exit "${1:-0}"
 }
 
@@ -74,4 +75,7 @@ if [[ $dry_run -eq 1 ]]; then
     exit 0
 fi
 note "running: $(print_cmd "${cmd[@]}")"
-exec "${cmd[@]}"
+if [[ ${cmd[0]} == "$PY" ]]; then
+    exec "${cmd[@]}"
+fi
+run_horovodrun "${cmd[@]}"

@@ -46,6 +46,14 @@ from pretrain.checkpoint_read import (  # noqa: F401 - re-exported: the one publ
 log = get_logger(__name__)
 
 
+class CheckpointWriteFailed(CheckpointError):
+    """A save failed after the storage's retries (disk full, S3 unreachable or throttled too long).
+
+    The previous checkpoint is intact and `latest` still points at it. Unlike a config error the
+    cause may be gone a minute later, so the trainer exits with its own status (5) and launchers
+    that restart (launch/aws/spot_run.sh) try again, resuming from that checkpoint."""
+
+
 # ----------------------------------------------------------------------------------------------------
 # writing
 
@@ -342,8 +350,8 @@ class CheckpointManager:
             self._thread = None
         if self._error is not None:
             err, self._error = self._error, None
-            raise CheckpointError(f"checkpoint {step_name(self._pending_step or 0)} under "
-                                  f"{self.cfg.root} failed: {err}") from err
+            raise CheckpointWriteFailed(f"checkpoint {step_name(self._pending_step or 0)} under "
+                                        f"{self.cfg.root} failed: {err}") from err
 
     def close(self) -> None:
         """wait() for the last save and release connections; call before the run exits."""

@@ -178,8 +178,8 @@ _CRED_HELP = ("Give credentials through the standard AWS chain: on EC2 attach an
 class S3Storage(Storage):
     """`s3://bucket/prefix` through boto3, for AWS S3 and S3-compatible stores.
 
-    Construction checks that credentials exist and that the bucket is reachable (HeadBucket), so a
-    run fails at start-up, not at its first checkpoint hours later.
+    Construction checks that credentials exist and that the bucket is reachable (one ListObjectsV2
+    under the prefix), so a run fails at start-up, not at its first checkpoint hours later.
     """
 
     def __init__(self, url: str, cfg: Optional[S3Config] = None, check: bool = True):
@@ -269,8 +269,11 @@ class S3Storage(Storage):
             raise self._explain(cause, what) from e
 
     def _check_bucket(self) -> None:
+        # One key listed under the prefix, not HeadBucket: HeadBucket carries no prefix, so a policy
+        # that grants s3:ListBucket only on the run's prefix (docs/S3.md) would refuse it.
         with self._errors(f"bucket s3://{self.bucket}"):
-            self.client.head_bucket(Bucket=self.bucket)
+            self.client.list_objects_v2(Bucket=self.bucket, Prefix=self._key("") + "/" if self.prefix else "",
+                                        MaxKeys=1)
 
     # -- keys -------------------------------------------------------------------------------------
 
@@ -375,7 +378,7 @@ class S3Storage(Storage):
 
 
 def open_storage(root: str, s3cfg: Optional[S3Config] = None, check: bool = True) -> Storage:
-    """A Storage for a local directory or `s3://bucket/prefix` (`check`: HeadBucket at start)."""
+    """A Storage for a local directory or `s3://bucket/prefix` (`check`: list one key under the prefix at start)."""
     if root.startswith("s3://"):
         return S3Storage(root, s3cfg, check=check)
     if "://" in root:

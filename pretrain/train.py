@@ -12,7 +12,8 @@ and trains to `train.max_steps`, logging on rank 0 to stderr, `<train.out_dir>/m
 Exit status: 0 done; 2 a config/data/checkpoint problem (the message names the fix); 3 the loss
 diverged (NaN/Inf; the last good checkpoint is intact); 4 stopped by SIGTERM/SIGUSR1 (spot
 interruption, Slurm preemption) after saving a checkpoint at the step boundary: run again to
-continue; 1 anything else.
+continue; 5 a checkpoint write failed after the storage's retries (the previous one is intact: run
+again to resume); 1 anything else. launch/*.sh pass the first failed worker's status on.
 """
 from __future__ import annotations
 
@@ -61,6 +62,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     setup_logging(getattr(logging, cfg.log.level.upper(), logging.INFO))
 
+    from pretrain.checkpoint import CheckpointWriteFailed
     from pretrain.dist import init_dist
     from pretrain.trainer import StopRequested, TrainingDiverged, run
 
@@ -74,6 +76,10 @@ def main(argv: Optional[list[str]] = None) -> int:
     except StopRequested as e:
         log.warning("%s", e)
         return 4
+    except CheckpointWriteFailed as e:
+        log.error("%s. The previous checkpoint is intact: run the same command again to resume from it "
+                  "(exit 5: a storage failure that may pass)", e)
+        return 5
     except _user_errors() as e:
         log.error("%s: %s", type(e).__name__, e)
         return 2

@@ -327,6 +327,43 @@ def test_real_two_process_launch_and_resume(tiny_data, tmp_path):
 
 
 @pytest.mark.slow
+def test_launcher_exits_with_the_trainers_status_and_forwards_sigterm(tiny_data, tmp_path):
+    """horovodrun itself exits 1 on any failure; single_node.sh gives back the worker's own status
+    (2 here: the shards are missing), and a SIGTERM to it reaches the trainer, which checkpoints and
+    exits 4 (what spot_run.sh and Slurm requeues act on)."""
+    needs_venv()
+    if not os.access(HOROVODRUN, os.X_OK):
+        pytest.skip("horovodrun is not built into .venv yet (make install)")
+    sets = _train_sets(tiny_data, tmp_path / "bad", 4)
+    sets[sets.index(f"train.shards={tiny_data[1]}")] = f"train.shards={tmp_path / 'no-shards'}"
+    r = run("single_node.sh", "--np", "2", "--gloo", "--config", TINY, *sets, timeout=300)
+    assert r.returncode == 2, explain(r)
+    assert "no-shards" in r.stderr
+
+    import signal
+    import time
+    run_dir = tmp_path / "run"
+    sets = _train_sets(tiny_data, run_dir, 100_000)
+    sets[sets.index("checkpoint.every_steps=2")] = "checkpoint.every_steps=100000"
+    e = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "OMPI_", "HOROVOD_"))}
+    proc = subprocess.Popen(["bash", str(REPO / "launch" / "single_node.sh"), "--np", "2", "--gloo", "--config", TINY,
+                             *sets], cwd=REPO, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    metrics = run_dir / "metrics.jsonl"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if metrics.exists() and len(metrics.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.1)
+    assert proc.poll() is None, "the run ended before the signal"
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    r = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    assert r.returncode == 4, explain(r)
+    latest = (run_dir / "checkpoints" / "latest").read_text().strip()
+    assert latest.startswith("step_") and "stopped by signal" in err
+
+
+@pytest.mark.slow
 def test_real_two_process_mpirun_launch(tiny_data, tmp_path):
     needs_venv()
     if not (REPO / "pretrain" / "train.py").is_file() or not (REPO / TINY).is_file():

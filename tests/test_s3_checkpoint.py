@@ -538,5 +538,31 @@ def test_trainer_killed_then_resumed_from_s3_reproduces_losses(s3, moto_port, tm
     assert _latest(client, bucket) == "step_00000024"
 
 
+def test_trainer_exits_5_when_uploads_keep_failing(s3, moto_port, tmp_path):
+    """The real trainer with every S3 write throttled past its retries: the failed checkpoint is
+    reported and the run ends with exit 5 (a storage failure that may pass: launchers restart), with
+    nothing half-written under the root."""
+    pytest.importorskip("mxnet")
+    from tests.train_fixtures import make_run_inputs
+
+    client, bucket = s3
+    tok, shards = make_run_inputs(tmp_path / "inputs", n_docs=200)
+    proxy = Proxy(moto_port, tmp_path, fail_first=10_000).start()
+    try:
+        sets = {"tokenizer.dir": tok, "train.shards": shards, "train.out_dir": tmp_path / "out",
+                "checkpoint.root": f"s3://{bucket}/run5", "checkpoint.s3.endpoint_url": proxy.endpoint,
+                "checkpoint.s3.max_attempts": 2, "train.max_steps": 4, "checkpoint.every_steps": 2,
+                "train.eval_every": 0, "log.tensorboard": "false"}
+        args = [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
+        r = subprocess.run([sys.executable, "-m", "pretrain.train", "--config", "configs/tiny.yaml"] + args,
+                           cwd=REPO, env=dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO)),
+                           capture_output=True, text=True, timeout=300)
+        assert r.returncode == 5, r.stderr[-3000:]
+        assert "step_00000002" in r.stderr and "run the same command again to resume" in r.stderr
+        assert proxy.throttled > 0 and not [k for k in _keys(client, bucket) if k.startswith("run5/")]
+    finally:
+        _stop(proxy.proc)
+
+
 if __name__ == "__main__" and len(sys.argv) == 6 and sys.argv[1] == "proxy":
     _run_proxy(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])

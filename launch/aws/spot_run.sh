@@ -16,8 +16,8 @@
 #  4. watches the spot interruption notice (IMDSv2 spot/instance-action, every 5 s). A notice is logged and
 #     no restart is attempted after it; the run keeps training until the instance stops, so a checkpoint
 #     upload in flight can still complete (a partial one is never used: MANIFEST.json is written last);
-#  5. restarts the launcher after a crash (exit status other than 0, 2 config/data, 3 diverged) up to
-#     --max-restarts times, each resuming from S3.
+#  5. restarts the launcher after a crash or a failed checkpoint write (any exit status but 0, 2 config/data,
+#     3 diverged, 4 stopped by a signal) up to --max-restarts times, each resuming from S3.
 # The next instance (an Auto Scaling group / EC2 Fleet that keeps one running, whose user data or systemd
 # unit runs this script; see launch/aws/README.md) does the same and continues from S3.
 set -euo pipefail
@@ -143,6 +143,7 @@ while true; do
         0) note "training finished; checkpoints in $root"; exit 0 ;;
         2) note "stopping: configuration, data or checkpoint problem (exit 2, see above); a restart would fail the same way"; exit 2 ;;
         3) note "stopping: the loss diverged (exit 3); lower optim.lr or check the data, then start again (resume is auto)"; exit 3 ;;
+        4) note "stopped by a signal after a checkpoint (exit 4); run this script again to continue from $root"; exit 4 ;;
     esac
     if [[ -e $notice_flag ]]; then
         note "exit status $rc after the spot interruption notice: not restarting; the next instance resumes from $root"
