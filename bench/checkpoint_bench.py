@@ -34,24 +34,14 @@ from bench.results_io import write_result  # noqa: E402
 from common.log import setup_logging  # noqa: E402
 from common.schema import MODEL_PRESETS, CheckpointConfig, S3Config, cpu_count  # noqa: E402
 from pretrain.checkpoint import CheckpointManager  # noqa: E402
+from pretrain.engines.base import tensor_shapes  # noqa: E402
 from pretrain.storage import S3Storage  # noqa: E402
 
 
 def model_shapes(preset: str, vocab: int) -> dict[str, tuple[int, ...]]:
     """Tensor name -> shape for a GPT-2 preset (names from docs/CONTRACTS.md)."""
     p = MODEL_PRESETS[preset]
-    U, L, T = p["units"], p["num_layers"], p["max_length"]
-    shapes: dict[str, tuple[int, ...]] = {"wte.weight": (vocab, U), "wpe.weight": (T, U)}
-    for i in range(L):
-        h = f"h.{i}"
-        shapes.update({f"{h}.ln_1.weight": (U,), f"{h}.ln_1.bias": (U,),
-                       f"{h}.attn.qkv.weight": (3 * U, U), f"{h}.attn.qkv.bias": (3 * U,),
-                       f"{h}.attn.proj.weight": (U, U), f"{h}.attn.proj.bias": (U,),
-                       f"{h}.ln_2.weight": (U,), f"{h}.ln_2.bias": (U,),
-                       f"{h}.mlp.fc.weight": (4 * U, U), f"{h}.mlp.fc.bias": (4 * U,),
-                       f"{h}.mlp.proj.weight": (U, 4 * U), f"{h}.mlp.proj.bias": (U,)})
-    shapes.update({"ln_f.weight": (U,), "ln_f.bias": (U,)})
-    return shapes
+    return tensor_shapes(p["units"], p["num_layers"], p["max_length"], vocab)
 
 
 def make_tensors(shapes: dict[str, tuple[int, ...]]) -> tuple[dict, dict]:

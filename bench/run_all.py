@@ -19,6 +19,7 @@ BENCHES: list[tuple[str, list[str]]] = [
     ("tokenizer_bench", []),
     ("train_cpu_bench", []),
     ("checkpoint_bench", []),
+    ("trainer_checkpoint_bench", []),
     ("torch_throughput", []),          # CPU at tiny size here; `--preset base --device cuda` on a GPU
     ("learning_check", []),
     ("downstream_eval", []),

@@ -100,3 +100,17 @@ def test_eval_loss_and_logits_are_consistent():
     ref = -np.take_along_axis(logp, batch[:, 1:, None].astype(np.int64), -1).sum()
     assert n == batch[:, 1:].size and s == pytest.approx(ref, rel=1e-5)
     assert e.num_params == sum(int(np.prod(p.shape)) for p in e.params.values())
+
+
+def test_state_copies_into_reused_host_buffers():
+    """Checkpoint snapshots fill the previous save's arrays in place, with the current values."""
+    e = _engine()
+    e.train_step(_batches(2, seed=0), 1e-3)
+    host = dict(e.get_weights())
+    host.update(e.get_optimizer_state()[0])
+    e.train_step(_batches(2, seed=1), 1e-3)
+    w, (t, _) = e.get_weights(out=host), e.get_optimizer_state(out=host)
+    assert all(w[n] is host[n] for n in w) and all(t[k] is host[k] for k in t)
+    fresh_w, (fresh_t, _) = e.get_weights(), e.get_optimizer_state()
+    assert all(np.array_equal(w[n], fresh_w[n]) for n in w) and all(np.array_equal(t[k], fresh_t[k]) for k in t)
+    assert not np.array_equal(w["wte.weight"], _engine().get_weights()["wte.weight"])   # really updated

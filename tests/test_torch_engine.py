@@ -311,3 +311,15 @@ def test_export_to_transformers_and_back(tmp_path):
     assert max_diff(ck2.weights, weights) == 0.0
     assert ck2.state["tokenizer_sha256"] == tok.sha256 and ck2.state["model"]["num_heads"] == 2
     assert set(ck2.optimizer) == set(opt) and ck2.state["step"] == 0
+
+
+def test_state_copies_into_reused_host_buffers():
+    """Checkpoint snapshots fill the previous save's arrays in place, with the current values."""
+    e = TorchEngine(tiny_cfg(), Dist(), V)
+    e.train_step(batches(2, seed=0), 1e-3)
+    host = dict(e.get_weights())
+    host.update(e.get_optimizer_state()[0])
+    e.train_step(batches(2, seed=1), 1e-3)
+    w, (t, _) = e.get_weights(out=host), e.get_optimizer_state(out=host)
+    assert all(w[n] is host[n] for n in w) and all(t[k] is host[k] for k in t)
+    assert max_diff(w, e.get_weights()) == 0.0 and max_diff(t, e.get_optimizer_state()[0]) == 0.0

@@ -6,9 +6,26 @@ training loop, checkpointing, data order, schedule and metrics live once in the 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Optional, Protocol
 
 import numpy as np
+
+
+def tensor_shapes(units: int, num_layers: int, max_length: int, vocab_size: int) -> dict[str, tuple[int, ...]]:
+    """Engine-neutral tensor name -> shape of a GPT-2 (docs/CONTRACTS.md); the optimizer state has
+    `exp_avg.<name>` and `exp_avg_sq.<name>` of the same shapes."""
+    U = units
+    shapes: dict[str, tuple[int, ...]] = {"wte.weight": (vocab_size, U), "wpe.weight": (max_length, U)}
+    for i in range(num_layers):
+        h = f"h.{i}"
+        shapes.update({f"{h}.ln_1.weight": (U,), f"{h}.ln_1.bias": (U,),
+                       f"{h}.attn.qkv.weight": (3 * U, U), f"{h}.attn.qkv.bias": (3 * U,),
+                       f"{h}.attn.proj.weight": (U, U), f"{h}.attn.proj.bias": (U,),
+                       f"{h}.ln_2.weight": (U,), f"{h}.ln_2.bias": (U,),
+                       f"{h}.mlp.fc.weight": (4 * U, U), f"{h}.mlp.fc.bias": (4 * U,),
+                       f"{h}.mlp.proj.weight": (U, 4 * U), f"{h}.mlp.proj.bias": (U,)})
+    shapes.update({"ln_f.weight": (U,), "ln_f.bias": (U,)})
+    return shapes
 
 
 @dataclass
@@ -41,14 +58,19 @@ class Engine(Protocol):
     def logits(self, ids: np.ndarray) -> np.ndarray:
         """(B, T) int ids -> (B, T, V) float32 logits, eval mode (no dropout)."""
 
-    def get_weights(self) -> dict[str, np.ndarray]:
-        """fp32 weights under the engine-neutral names."""
+    def get_weights(self, out: Optional[dict[str, np.ndarray]] = None) -> dict[str, np.ndarray]:
+        """fp32 weights under the engine-neutral names.
+
+        `out`: host arrays of the right shapes from an earlier call, filled in place and returned
+        (a checkpoint then costs a memcopy, not a fresh 0.5 GB allocation per save)."""
 
     def set_weights(self, weights: dict[str, np.ndarray]) -> None:
         """Load fp32 weights by engine-neutral name; raises on a missing/extra name or shape mismatch."""
 
-    def get_optimizer_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        """(`exp_avg.<name>`/`exp_avg_sq.<name>` tensors, JSON-able scalars such as step and loss scale)."""
+    def get_optimizer_state(self, out: Optional[dict[str, np.ndarray]] = None
+                            ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """(`exp_avg.<name>`/`exp_avg_sq.<name>` tensors, JSON-able scalars such as step and loss scale);
+        `out` as for get_weights."""
 
     def set_optimizer_state(self, tensors: dict[str, np.ndarray], scalars: dict[str, Any]) -> None:
         ...
@@ -58,6 +80,9 @@ class Engine(Protocol):
 
     def set_rng_state(self, state: dict[str, Any]) -> None:
         ...
+
+    def synchronize(self) -> None:
+        """Wait until the device has finished the work queued so far (MXNet and CUDA run asynchronously)."""
 
     def memory_bytes(self) -> int:
         """Device memory in use (GPU) or process RSS (CPU), bytes."""

@@ -199,8 +199,17 @@ class TorchEngine:
         return out.float().cpu().numpy()
 
     # -- state -------------------------------------------------------------------------------------
-    def get_weights(self) -> dict[str, np.ndarray]:
-        return {n: p.detach().to("cpu", torch.float32, copy=True).numpy() for n, p in self.params.items()}
+    @staticmethod
+    def _to_host(t: "torch.Tensor", out: Optional[dict[str, np.ndarray]], key: str) -> np.ndarray:
+        """t as fp32 numpy, copied into out[key] when that buffer fits (no fresh host allocation)."""
+        buf = None if out is None else out.get(key)
+        if buf is None or buf.shape != tuple(t.shape) or buf.dtype != np.float32:
+            return t.detach().to("cpu", torch.float32, copy=True).numpy()
+        torch.from_numpy(buf).copy_(t.detach())
+        return buf
+
+    def get_weights(self, out: Optional[dict[str, np.ndarray]] = None) -> dict[str, np.ndarray]:
+        return {n: self._to_host(p, out, n) for n, p in self.params.items()}
 
     def _check_names(self, got, expect: list[str], what: str) -> None:
         got, want = set(got), set(expect)
@@ -219,15 +228,16 @@ class TorchEngine:
                                  f"{tuple(p.shape)} (check model.* sizes and the vocab size)")
             p.copy_(torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32)))
 
-    def get_optimizer_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        out: dict[str, np.ndarray] = {}
+    def get_optimizer_state(self, out: Optional[dict[str, np.ndarray]] = None
+                            ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        tensors: dict[str, np.ndarray] = {}
         for n, p in self.params.items():
             st = self.opt.state.get(p, {})
             for key in ("exp_avg", "exp_avg_sq"):
                 t = st.get(key)
-                out[f"{key}.{n}"] = (np.zeros(tuple(p.shape), np.float32) if t is None
-                                     else t.detach().to("cpu", torch.float32, copy=True).numpy())
-        return out, {"step": int(self.adam_steps)}
+                tensors[f"{key}.{n}"] = (np.zeros(tuple(p.shape), np.float32) if t is None
+                                         else self._to_host(t, out, f"{key}.{n}"))
+        return tensors, {"step": int(self.adam_steps)}
 
     @torch.no_grad()
     def set_optimizer_state(self, tensors: dict[str, np.ndarray], scalars: dict[str, Any]) -> None:
@@ -259,6 +269,10 @@ class TorchEngine:
             log.info("RNG state of another engine (%s): continuing the dropout stream at step %d",
                      state.get("scheme", "unknown"), self.adam_steps)
             self.step = int(state.get("step", self.adam_steps))
+
+    def synchronize(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
 
     def memory_bytes(self) -> int:
         """Peak GPU memory allocated by torch since start (bytes), or the process RSS on CPU."""
