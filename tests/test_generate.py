@@ -79,9 +79,10 @@ def test_kogpt2_style_greedy_loop_runs_in_both_engines(checkpoint):
         sent = "오늘 나는"
         toked = tok(sent)
         for _ in range(8):
-            input_ids = to_input([vocab[vocab.bos_token]] + vocab[toked])
+            ids = [vocab[vocab.bos_token]] + vocab[toked]
+            input_ids = to_input(ids)
             pred = model(input_ids)[0]
-            assert pred.shape[-1] == len(vocab) or pred.shape[-1] >= len(vocab)
+            assert tuple(pred.shape[:2]) == (1, len(ids)) and pred.shape[-1] >= len(vocab)   # (B, T, V)
             gen = vocab.to_tokens(argmax(pred))[-1]
             if gen == "</s>":
                 break

@@ -232,3 +232,23 @@ def test_sigterm_saves_a_checkpoint_at_the_step_boundary_and_resume_matches(inpu
     got = _losses(cut, start_line=lines_before)
     assert sorted(got) == list(range(stopped + 1, 41))
     assert got == {s: want[s] for s in got}
+
+
+@pytest.mark.slow
+def test_a_run_continues_in_the_other_engine_through_its_checkpoints(inputs, tmp_path):
+    """mxnet steps 1-4, torch steps 5-6, mxnet again 7-8, each resuming the other's checkpoint on
+    disk with `pretrain.train`: the losses follow an all-mxnet run (no dropout) to fp32 rounding."""
+    pytest.importorskip("torch")
+    sets = dict(model__dropout=0, checkpoint__every_steps=2, train__eval_every=0, train__compile="false")
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    r = _run(_cmd(inputs, ref, train__max_steps=8, **sets))
+    assert r.returncode == 0, r.stderr[-3000:]
+    for engine, steps in (("mxnet", 4), ("torch", 6), ("mxnet", 8)):     # one schedule over 8 steps
+        r = _run(_cmd(inputs, run, train__engine=engine, train__max_steps=8, train__stop_after=steps, **sets))
+        assert r.returncode == 0, (engine, r.stderr[-3000:])
+        assert steps == 4 or f"step_{steps - 2:08d}" in r.stderr       # resumed the other engine's checkpoint
+        st = json.loads((run / "ckpt" / f"step_{steps:08d}" / "state.json").read_text())
+        assert st["engine"] == engine and st["step"] == steps
+    want, got = _losses(ref), _losses(run)
+    assert sorted(got) == list(range(1, 9))
+    np.testing.assert_allclose([got[s] for s in range(1, 9)], [want[s] for s in range(1, 9)], rtol=2e-4)
