@@ -114,3 +114,32 @@ def test_state_copies_into_reused_host_buffers():
     fresh_w, (fresh_t, _) = e.get_weights(), e.get_optimizer_state()
     assert all(np.array_equal(w[n], fresh_w[n]) for n in w) and all(np.array_equal(t[k], fresh_t[k]) for k in t)
     assert not np.array_equal(w["wte.weight"], _engine().get_weights()["wte.weight"])   # really updated
+
+
+def test_dynamic_loss_scaling_arithmetic_on_the_cpu():
+    """The fp16 path's bookkeeping, run in fp32 (MXNet has no fp16 dense kernels on the CPU): a scaled
+    loss gives the unscaled step exactly (powers of two), an overflow skips the step and halves the
+    scale without touching the weights, and SCALE_WINDOW good steps double it."""
+    from pretrain.engines.mxnet.engine import SCALE_WINDOW
+
+    def weights(e):
+        return {n: p.data().asnumpy() for n, p in e.params.items()}
+
+    plain, scaled = _engine(), _engine()
+    scaled.precision, scaled.loss_scale = "fp16", 1024.0    # the scaling logic only; arithmetic stays fp32
+    for i in range(3):
+        ra, rb = plain.train_step(_batches(2, seed=i), 1e-3), scaled.train_step(_batches(2, seed=i), 1e-3)
+        assert rb.loss == ra.loss and rb.grad_norm == pytest.approx(ra.grad_norm, rel=1e-6) and not rb.skipped
+    wa, wb = weights(plain), weights(scaled)
+    assert all(np.allclose(wa[n], wb[n], rtol=1e-6, atol=1e-7) for n in wa)
+
+    scaled.loss_scale = 3e38                                 # loss x scale overflows to inf
+    before = weights(scaled)
+    r = scaled.train_step(_batches(2, seed=9), 1e-3)
+    assert r.skipped and not math.isfinite(r.grad_norm) and r.loss_scale == scaled.loss_scale == 1.5e38
+    assert all(np.array_equal(before[n], a) for n, a in weights(scaled).items())
+    assert all(float(p.grad().abs().sum().asscalar()) == 0.0 for p in scaled.params.values())  # not carried over
+
+    scaled.loss_scale, scaled._good_steps = 1024.0, SCALE_WINDOW - 1
+    r = scaled.train_step(_batches(2, seed=10), 1e-3)
+    assert not r.skipped and r.loss_scale == 2048.0 and scaled._good_steps == 0
