@@ -5,8 +5,12 @@ For Hopper GPUs (MXNet 1.9.1 has no kernels for them) and anywhere torch runs:
 - precision: bf16 autocast on GPU (fp32 master weights, no loss scaling needed), fp32 on CPU;
 - `torch.compile` of the loss (model + cross-entropy) when `train.compile` and on GPU;
 - AdamW, fused on CUDA, decay only on 2-D dense weights and wte (CONTRACTS.md);
-- Horovod: `hvd.DistributedOptimizer(backward_passes_per_step=accum)` overlaps the gradient
-  allreduce with the last micro-batch's backward; clipping runs on the averaged gradient
+- Horovod: `hvd.DistributedOptimizer(backward_passes_per_step=accum)` starts each gradient's
+  allreduce from its accumulation hook during the last micro-batch's backward. Eager, the hooks
+  fire layer by layer, overlapping communication with the rest of the backward; under
+  `torch.compile` the compiled backward hands back all gradients at its end, so the allreduces
+  start after it (not measured on GPUs here: compare `train.compile` on and off on a multi-GPU
+  node before a long run). Clipping runs on the averaged gradient
   (`synchronize()` -> clip -> `step()` under `skip_synchronize()`); rank 0's weights are broadcast.
   Horovod is never imported here: `dist.hvd` (pretrain.dist) is horovod.torch or None.
 
