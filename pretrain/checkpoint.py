@@ -235,10 +235,11 @@ class CheckpointManager:
         self._pending_step: Optional[int] = None
         self.last_saved_step: Optional[int] = None
         self.last_blocked_s = 0.0
-        # Snapshot buffers, reused from save to save: copying into memory that is already mapped
-        # runs at memcpy speed (~0.15 s for 1.5 GB on the 2-core VM), while a fresh allocation pays
-        # a page fault per 4 KiB (~3.5 s for 1.5 GB there). Costs one model+optimizer of RAM.
-        self._pool: dict[tuple[str, str], np.ndarray] = {}
+        # Snapshot buffers by tensor name (weights and `exp_avg.*` names never clash), reused from save
+        # to save: copying into memory that is already mapped runs at memcpy speed (~0.15 s for 1.5 GB
+        # on the 2-core VM), while a fresh allocation pays a page fault per 4 KiB (~3.5 s for 1.5 GB
+        # there). Costs one model+optimizer of RAM on the writer.
+        self._pool: dict[str, np.ndarray] = {}
 
     def _snapshot(self, arrays: Mapping[str, Any], what: str) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
@@ -246,30 +247,37 @@ class CheckpointManager:
             a = np.asarray(value)
             if a.dtype == object:
                 raise CheckpointError(f"{what}[{name!r}] is not a numeric array ({type(value).__name__})")
-            buf = self._pool.get((what, name))
+            buf = self._pool.get(name)
             if buf is None or buf.shape != a.shape or buf.dtype != a.dtype:
-                buf = self._pool[(what, name)] = np.empty(a.shape, a.dtype)
+                buf = self._pool[name] = np.empty(a.shape, a.dtype)
             np.copyto(buf, a)
             out[name] = buf
         return out
 
-    def reserve(self, weights: Mapping[str, Any], optimizer: Mapping[str, Any]) -> None:
-        """Optional: allocate and touch the snapshot buffers in the background now, so that even
-        the first save() blocks only for a memcopy. Arguments: arrays shaped like save()'s."""
+    def reserve(self, shapes: Mapping[str, tuple[int, ...]], dtype: Any = np.float32) -> None:
+        """Optional: allocate and touch the snapshot buffers in the background now, so that even the
+        first save() blocks only for a memcopy. `shapes`: tensor name -> shape, weights and optimizer
+        state together (pretrain.engines.base.tensor_shapes gives a GPT-2's)."""
         if not self.is_writer:
             return
         self.wait()
-        shapes = [(("weights", k), np.shape(v), np.asarray(v).dtype) for k, v in weights.items()]
-        shapes += [(("optimizer", k), np.shape(v), np.asarray(v).dtype) for k, v in optimizer.items()]
+        todo = [(name, tuple(shape)) for name, shape in shapes.items()]
 
         def touch() -> None:
-            for key, shape, dtype in shapes:
+            for name, shape in todo:
                 buf = np.empty(shape, dtype)
                 buf.fill(0)
-                self._pool[key] = buf
+                self._pool[name] = buf
 
         self._thread = threading.Thread(target=touch, name="checkpoint-reserve", daemon=True)
         self._thread.start()
+
+    def buffers(self) -> dict[str, np.ndarray]:
+        """The snapshot buffers (tensor name -> array), for an engine to copy its state straight into
+        (`get_weights(out=...)`), then save(copy=False) with the arrays it returns. Waits until no
+        save or reserve() is using them; raises like wait() if the previous save failed."""
+        self.wait()
+        return self._pool
 
     # -- saving ---------------------------------------------------------------------------------
 

@@ -10,7 +10,6 @@ import logging
 import math
 import os
 import signal
-import threading
 import time
 from dataclasses import asdict
 from typing import Any, Optional
@@ -99,8 +98,6 @@ class Trainer:
         self.tokens_seen = 0
         self.skipped = 0
         self.resumed_step: Optional[int] = None
-        self._host: dict[str, np.ndarray] = {}   # checkpoint snapshot buffers, reused (rank 0)
-        self._reserving: Optional[threading.Thread] = None
         self.fpt = flops_per_token(self.engine.num_params, cfg.model.num_layers, cfg.model.units, self.seq_len)
 
     # -- resume ---------------------------------------------------------------------------------
@@ -141,42 +138,22 @@ class Trainer:
                               f"config's tokenizer has {self.tokenizer.sha256[:12]}..: use the checkpoint's "
                               f"tokenizer/ directory (tokenizer.dir or tokenizer.model) or set {alternative}")
 
-    def _reserve_host_buffers(self) -> None:
-        """Allocate and touch the checkpoint snapshot buffers in a background thread while training
-        starts, so that even the first save only copies (a fresh 1.5 GB allocation for the base model
-        costs ~1.6 s of page faults on the 2-core VM, a copy into touched memory ~0.1 s)."""
-        m = self.cfg.model
-        shapes = tensor_shapes(m.units, m.num_layers, m.max_length, self.vocab_size)
-        names = list(shapes) + [f"{k}.{n}" for n in shapes for k in ("exp_avg", "exp_avg_sq")]
-
-        def touch() -> None:
-            for n in names:
-                buf = np.empty(shapes[n.split(".", 1)[1] if n.startswith("exp_avg") else n], np.float32)
-                buf.fill(0.0)
-                self._host.setdefault(n, buf)
-
-        self._reserving = threading.Thread(target=touch, name="checkpoint-buffers", daemon=True)
-        self._reserving.start()
-
     def save(self) -> None:
         """Checkpoint the current step. Only the writer (rank 0) copies the state to host memory, into
-        buffers reused from save to save, after the previous upload released them; the write or
-        upload then runs in the background (pretrain/checkpoint.py)."""
+        the checkpoint manager's buffers, reused from save to save; the write or upload then runs in
+        the background (pretrain/checkpoint.py)."""
         if not self.dist.is_root:
             return
         # The step's own queued work (MXNet runs the optimizer update asynchronously: ~3 s for the base
         # model on the 2-core CPU) is training time, not checkpoint time: finish it before timing.
         self.engine.synchronize()
         t0 = time.perf_counter()
-        if self._reserving is not None:
-            self._reserving.join()
-            self._reserving = None
-        self.cm.wait()                     # the previous save's files are written from these buffers
+        host = self.cm.buffers()           # after the previous save's files were written from them
         waited = time.perf_counter() - t0
-        tensors, scalars = self.engine.get_optimizer_state(out=self._host)
-        weights = self.engine.get_weights(out=self._host)
-        self._host.update(tensors)
-        self._host.update(weights)
+        tensors, scalars = self.engine.get_optimizer_state(out=host)
+        weights = self.engine.get_weights(out=host)
+        host.update(tensors)               # arrays the engine had to allocate become the buffers
+        host.update(weights)
         m = self.cfg.model
         state = {
             "format": STATE_FORMAT, "step": self.step, "tokens_seen": self.tokens_seen,
@@ -224,7 +201,11 @@ class Trainer:
         if end < t.max_steps:
             log.info("train.stop_after=%d: this job stops at step %d of %d (resume continues)", end, end, t.max_steps)
         if dist.is_root:
-            self._reserve_host_buffers()
+            # touch the snapshot buffers in the background now: even the first save then only copies
+            m = self.cfg.model
+            shapes = tensor_shapes(m.units, m.num_layers, m.max_length, self.vocab_size)
+            moments = {f"{k}.{n}": shape for n, shape in shapes.items() for k in ("exp_avg", "exp_avg_sq")}
+            self.cm.reserve({**shapes, **moments})
         stop = _StopSignal()
         try:
             self._loop(end, stop)

@@ -247,7 +247,8 @@ def test_sigkill_during_local_save(tmp_path):
 def test_reused_snapshot_buffers_keep_each_checkpoint_intact(tmp_path):
     m = manager(tmp_path)
     w1, o1 = tensors(1)
-    m.reserve(w1, o1)                      # pre-touched buffers, then reused by every save
+    m.reserve({k: v.shape for k, v in {**w1, **o1}.items()})   # pre-touched buffers, reused by every save
+    assert {k: v.shape for k, v in m.buffers().items()} == {k: v.shape for k, v in {**w1, **o1}.items()}
     m.save(1, w1, o1, state(1), None)
     w2, o2 = tensors(2)
     m.save(2, w2, o2, state(2), None)      # copies into the same buffers after step 1 is written
