@@ -180,6 +180,24 @@ def test_two_step_finetune_writes_results(ckpt, tmp_path):
     assert sorted(r["init"] for r in rows) == ["pretrained", "scratch"]
 
 
+def test_two_step_paraphrase_finetune_uses_the_pair_layout(ckpt, tmp_path):
+    """A question-pair fine-tune through the CLI: two steps on the pairs, with the task's own validation file."""
+    d = tmp_path / "qpair"
+    d.mkdir()
+    pairs = [(POS[i % len(POS)], POS[(i + 1) % len(POS)], 1) if i % 2 == 0 else (POS[i % len(POS)], NEG[i % len(NEG)], 0)
+             for i in range(12)]
+    body = "question1\tquestion2\tis_duplicate\n" + "".join(f"{a}\t{b}\t{y}\n" for a, b, y in pairs)
+    for name in ("train.txt", "validation.txt", "test.txt"):
+        _write(d / name, body)
+    out = tmp_path / "eval"
+    rc = main(["--checkpoint", ckpt, "--task", "paraphrase", "--data", str(d), "--out", str(out), "--epochs", "1",
+               "--batch-size", "6", "--lr", "1e-3", "--name", "tiny", "--device", "cpu"])
+    assert rc == 0
+    (row,) = json.loads((out / "results.json").read_text("utf-8"))["rows"]
+    assert (row["task"], row["steps"], row["train_examples"], row["test_examples"]) == ("paraphrase", 2, 12, 12)
+    assert 0.0 <= row["test_accuracy"] <= 1.0
+
+
 def test_finetune_learns_a_separable_task(ckpt, tmp_path):
     """Positive reviews share no words with negative ones: the tiny model must reach full accuracy."""
     data = _nsmc_dir(tmp_path, n_train=40, n_test=12)
