@@ -390,7 +390,8 @@ def test_shard_stage_accepts_the_spiece(env, shards):
             assert tok.decode(ids[:-1]) in want
 
 
-@pytest.mark.parametrize("engine,how", [("mxnet", "init_from"), ("torch", "resume")])
+@pytest.mark.parametrize("engine,how", [("mxnet", "init_from"), ("mxnet", "resume"), ("torch", "init_from"),
+                                        ("torch", "resume")])
 def test_training_continues_from_the_import(env, imported, shards, tmp_path, engine, how):
     """`checkpoint.init_from` / `checkpoint.resume` on the import: with lr 0 the weights must come out unchanged
     (so they were loaded, not initialised), and the run's own checkpoint carries on from the import."""
