@@ -63,6 +63,32 @@ def test_generation_stops_at_context_and_text_round_trips(checkpoint):
         generate_ids(lm, list(range(lm.model_cfg.max_length)), 1, SamplingConfig(greedy=True))
 
 
+def test_generation_stops_at_eos_and_drops_it_from_the_text(checkpoint):
+    """Greedy decoding from a model whose </s> logit is raised from the 4th new token on: the ids end
+    with that </s> (nothing after it), the text leaves it out, and stop_at_eos=False goes on."""
+    lm = load_model(checkpoint[0], engine="torch")
+    eos, real_step = lm.tokenizer.eos_id, lm.step
+    calls = []
+
+    def step(ids, past=None):                   # the real model's logits, </s> boosted after 3 tokens
+        logits, past = real_step(ids, past)
+        calls.append(1)
+        if len(calls) > 3:
+            logits = logits.copy()
+            logits[..., eos] += 1e4
+        return logits, past
+
+    lm.step = step
+    prompt = [lm.tokenizer.bos_id] + lm.tokenizer.encode("주말에")
+    new = generate_ids(lm, prompt, 20, SamplingConfig(greedy=True))
+    assert len(new) == 4 and new[-1] == eos and eos not in new[:-1]
+    calls.clear()
+    text = generate_text(lm, "주말에", 20, SamplingConfig(greedy=True))
+    assert "</s>" not in text and text.startswith("주말에")
+    calls.clear()
+    assert len(generate_ids(lm, prompt, 8, SamplingConfig(greedy=True), stop_at_eos=False)) == 8
+
+
 def test_kogpt2_style_greedy_loop_runs_in_both_engines(checkpoint):
     """The loop from KoGPT2's README, unchanged but for the loader."""
     from pretrain.api import get_mxnet_model, get_pytorch_model, get_sentencepiece_tokenizer, get_tokenizer
