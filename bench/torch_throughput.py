@@ -7,6 +7,7 @@ Variants (all with dropout 0.1, AdamW (fused on CUDA), clipping at 1.0, one host
 - `ours`:         pretrain.engines.torch.TorchEngine.train_step (bf16 autocast, SDPA, torch.compile of
                   model + cross-entropy, fused AdamW on GPU) - exactly what `train.engine: torch` runs;
 - `ours_chunked`: the same with the chunked cross-entropy (never holds (B*T, V) logits);
+- `ours_nopad`:   `ours` with train.pad_vocab_multiple=0 (output matmul 50,000 wide, not 50,048);
 - `hf`:           transformers GPT2LMHeadModel (attn_implementation="sdpa", activation gelu), bf16
                   autocast, torch.compile of model + cross-entropy, fused AdamW, same decay groups.
 Random token ids (uniform over the vocabulary); the first `--warmup` steps (compilation) are not timed.
@@ -17,6 +18,7 @@ for `hf`) only: no mxnet, horovod or project data.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import platform
 import sys
@@ -121,9 +123,13 @@ def run_variant(name: str, args, cfg: Config, batches: list[np.ndarray]) -> dict
         extra = {"transformers": runner.version, "attn_implementation": runner.attn_impl}
         compiled = cfg.train.compile and device.type == "cuda"
     else:
-        runner = TorchEngine(cfg, Dist(), cfg.model.vocab_size, compile_mode=args.compile_mode,
+        run_cfg = cfg
+        if name == "ours_nopad":
+            run_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, pad_vocab_multiple=0))
+        runner = TorchEngine(run_cfg, Dist(), cfg.model.vocab_size, compile_mode=args.compile_mode,
                              ce_chunk_rows=args.chunk_rows if name == "ours_chunked" else None)
-        extra = {"ce_chunk_rows": runner.ce_chunk_rows, "precision": runner.precision}
+        extra = {"ce_chunk_rows": runner.ce_chunk_rows, "precision": runner.precision,
+                 "padded_vocab": runner.model.shape.padded_vocab}
         compiled = runner.compiled
     losses = []
     k = 0
@@ -167,7 +173,7 @@ def main() -> int:
     ap.add_argument("--accum", type=int, default=1, help="micro-batches per optimizer step")
     ap.add_argument("--steps", type=int, default=0, help="timed steps (0 = 30 on cuda, 4 on cpu)")
     ap.add_argument("--warmup", type=int, default=0, help="untimed steps incl. compilation (0 = 5 on cuda, 1 on cpu)")
-    ap.add_argument("--variants", default="ours,ours_chunked,hf")
+    ap.add_argument("--variants", default="ours,ours_nopad,ours_chunked,hf")
     ap.add_argument("--chunk-rows", type=int, default=8192, help="rows per chunk for ours_chunked")
     ap.add_argument("--compile-mode", default=None, help="torch.compile mode, e.g. max-autotune-no-cudagraphs")
     ap.add_argument("--no-compile", action="store_true")

@@ -235,6 +235,8 @@ class TrainConfig:
     eval_batches: int = 50          # micro-batches per evaluation, all workers together (split across
                                     # them), so the validation set does not depend on the worker count
     compile: bool = True            # torch.compile (torch engine on GPU)
+    pad_vocab_multiple: int = 64    # torch engine: output matmul over the vocab padded to a multiple of this
+                                    # (50,000 -> 50,048; masked, never in checkpoints); 0 = off
     device: str = "auto"            # auto | cpu | gpu
 
     def validate(self) -> None:

@@ -23,10 +23,11 @@ REPO = Path(__file__).resolve().parents[1]
 V = 97   # a vocabulary that is not a power of two
 
 
-def tiny_cfg(dropout: float = 0.0, micro: int = 2, glob: int = 4, engine: str = "torch") -> Config:
+def tiny_cfg(dropout: float = 0.0, micro: int = 2, glob: int = 4, engine: str = "torch", pad: int = 64) -> Config:
     cfg = Config()
     cfg.model = ModelConfig(preset="tiny", dropout=dropout)      # 2 layers, 64 units, 4 heads, 64 positions
     cfg.train.engine, cfg.train.device = engine, "cpu"
+    cfg.train.pad_vocab_multiple = pad                           # V = 120 -> 128 rows in wte unless 0
     cfg.train.micro_batch, cfg.train.global_batch = micro, glob
     cfg.optim.weight_decay = 0.1                                 # exercised, so a wrong decay set shows
     return cfg
@@ -148,8 +149,9 @@ def test_train_step_learns_and_accumulation_equals_big_batch():
     nll = -np.take_along_axis(logp, data[0][:, 1:, None].astype(np.int64), -1).sum()
     assert n == 2 * 16 and abs(s - nll) < 1e-3 and e.memory_bytes() > 0
 
-    # two micro-batches of 2 == one micro-batch of 4 (engine built with micro 4, global 4)
-    a, b = TorchEngine(tiny_cfg(), Dist(), V), TorchEngine(tiny_cfg(micro=4), Dist(), V)
+    # two micro-batches of 2 == one micro-batch of 4 (engine built with micro 4, global 4); unpadded,
+    # as padding changes the matmul shapes, whose rounding Adam's first step amplifies (~4e-6)
+    a, b = TorchEngine(tiny_cfg(pad=0), Dist(), V), TorchEngine(tiny_cfg(micro=4, pad=0), Dist(), V)
     b.set_weights(a.get_weights())
     ra, rb = a.train_step(data, 1e-3), b.train_step([np.concatenate(data)], 1e-3)
     assert abs(ra.loss - rb.loss) < 1e-5 and abs(ra.grad_norm - rb.grad_norm) < 1e-5
@@ -323,3 +325,25 @@ def test_state_copies_into_reused_host_buffers():
     w, (t, _) = e.get_weights(out=host), e.get_optimizer_state(out=host)
     assert all(w[n] is host[n] for n in w) and all(t[k] is host[k] for k in t)
     assert max_diff(w, e.get_weights()) == 0.0 and max_diff(t, e.get_optimizer_state()[0]) == 0.0
+
+
+def test_padded_vocab_is_invisible_outside_the_engine():
+    """wte padded to 128 rows (V = 120): state in and out has V rows, padded rows stay zero, and
+    losses, logits and weights follow the unpadded engine to fp32 rounding, eager and chunked CE."""
+    for chunk in (0, 8):
+        plain = TorchEngine(tiny_cfg(pad=0), Dist(), V, ce_chunk_rows=chunk)
+        padded = TorchEngine(tiny_cfg(), Dist(), V, ce_chunk_rows=chunk)
+        assert padded.model.wte.weight.shape[0] == 128 and padded.num_params == plain.num_params
+        padded.set_weights(plain.get_weights())
+        for i in range(4):
+            data = batches(2, seed=i)
+            ra, rb = plain.train_step(data, 3e-3), padded.train_step(data, 3e-3)
+            assert rb.loss == pytest.approx(ra.loss, rel=1e-5) and rb.grad_norm == pytest.approx(ra.grad_norm, rel=1e-4)
+        assert max_diff(plain.get_weights(), padded.get_weights()) < 1e-4
+        (ta, sa), (tb, sb) = plain.get_optimizer_state(), padded.get_optimizer_state()
+        assert {k: v.shape for k, v in ta.items()} == {k: v.shape for k, v in tb.items()} and sa == sb
+        assert float(padded.model.wte.weight[V:].detach().abs().max()) == 0.0   # never trained, never decayed
+        x = batches(1)[0][:, :-1]
+        assert padded.logits(x).shape == (2, 16, V)
+        assert np.abs(padded.logits(x) - plain.logits(x)).max() < 1e-3
+        assert padded.eval_loss(batches(1)[0])[0] == pytest.approx(plain.eval_loss(batches(1)[0])[0], rel=1e-5)

@@ -97,7 +97,8 @@ class TorchEngine:
         self._amp_dtype = torch.bfloat16 if prec == "bf16" else None
 
         torch.manual_seed(self.seed)                       # same init on every rank (and broadcast)
-        self.model = GPT2(GPT2Shape.from_config(cfg.model, vocab_size)).to(self.device)
+        self.model = GPT2(GPT2Shape.from_config(cfg.model, vocab_size, t.pad_vocab_multiple)).to(self.device)
+        self.vocab_size = vocab_size     # wte may hold more rows (padding); state in and out has V rows
         self.num_params = self.model.num_params()
         self.names = [n for n, _ in self.model.named_parameters()]
         self.params = dict(self.model.named_parameters())
@@ -212,8 +213,15 @@ class TorchEngine:
         torch.from_numpy(buf).copy_(t.detach())
         return buf
 
+    def _real(self, name: str, t: "torch.Tensor") -> "torch.Tensor":
+        """The part of a parameter-shaped tensor that exists outside the engine: wte without padding."""
+        return t[:self.vocab_size] if name == "wte.weight" else t
+
+    def _shape(self, name: str) -> tuple[int, ...]:
+        return tuple(self._real(name, self.params[name]).shape)
+
     def get_weights(self, out: Optional[dict[str, np.ndarray]] = None) -> dict[str, np.ndarray]:
-        return {n: self._to_host(p, out, n) for n, p in self.params.items()}
+        return {n: self._to_host(self._real(n, p), out, n) for n, p in self.params.items()}
 
     def _check_names(self, got, expect: list[str], what: str) -> None:
         got, want = set(got), set(expect)
@@ -227,10 +235,11 @@ class TorchEngine:
         self._check_names(weights, self.names, "set_weights")
         for n, p in self.params.items():
             w = np.asarray(weights[n])
-            if tuple(w.shape) != tuple(p.shape):
+            if tuple(w.shape) != self._shape(n):
                 raise ValueError(f"set_weights: {n} has shape {tuple(w.shape)}, the model needs "
-                                 f"{tuple(p.shape)} (check model.* sizes and the vocab size)")
-            p.copy_(torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32)))
+                                 f"{self._shape(n)} (check model.* sizes and the vocab size)")
+            p.zero_()                                    # padded rows stay zero
+            self._real(n, p).copy_(torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32)))
 
     def get_optimizer_state(self, out: Optional[dict[str, np.ndarray]] = None
                             ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -239,8 +248,8 @@ class TorchEngine:
             st = self.opt.state.get(p, {})
             for key in ("exp_avg", "exp_avg_sq"):
                 t = st.get(key)
-                tensors[f"{key}.{n}"] = (np.zeros(tuple(p.shape), np.float32) if t is None
-                                         else self._to_host(t, out, f"{key}.{n}"))
+                tensors[f"{key}.{n}"] = (np.zeros(self._shape(n), np.float32) if t is None
+                                         else self._to_host(self._real(n, t), out, f"{key}.{n}"))
         return tensors, {"step": int(self.adam_steps)}
 
     @torch.no_grad()
@@ -253,10 +262,11 @@ class TorchEngine:
             st: dict[str, torch.Tensor] = {}
             for key in ("exp_avg", "exp_avg_sq"):
                 a = np.asarray(tensors[f"{key}.{n}"])
-                if tuple(a.shape) != tuple(p.shape):
+                if tuple(a.shape) != self._shape(n):
                     raise ValueError(f"set_optimizer_state: {key}.{n} has shape {tuple(a.shape)}, "
-                                     f"expected {tuple(p.shape)}")
-                st[key] = torch.from_numpy(np.array(a, dtype=np.float32)).to(p.device)
+                                     f"expected {self._shape(n)}")
+                st[key] = torch.zeros(p.shape, dtype=torch.float32, device=p.device)
+                self._real(n, st[key]).copy_(torch.from_numpy(np.array(a, dtype=np.float32)))
             # AdamW keeps `step` as a float32 scalar tensor: on the device for fused, on CPU otherwise
             st["step"] = torch.tensor(float(steps), dtype=torch.float32,
                                       device=p.device if fused else "cpu")

@@ -32,18 +32,26 @@ class GPT2Shape:
     hidden_size: int = 0          # FFN inner size; 0 = 4 * units
     dropout: float = 0.1
     layer_norm_eps: float = 1e-5
+    pad_vocab_multiple: int = 0   # > 0: wte has padded_vocab rows (extra ones zero, their logits masked)
 
     @classmethod
-    def from_config(cls, model_cfg, vocab_size: int) -> "GPT2Shape":
+    def from_config(cls, model_cfg, vocab_size: int, pad_vocab_multiple: int = 0) -> "GPT2Shape":
         """From a `common.schema.ModelConfig`; `vocab_size` is the resolved one (tokenizer's when 0)."""
         return cls(vocab_size=vocab_size, num_layers=model_cfg.num_layers, units=model_cfg.units,
                    num_heads=model_cfg.num_heads, max_length=model_cfg.max_length,
                    hidden_size=model_cfg.hidden_size or 4 * model_cfg.units, dropout=model_cfg.dropout,
-                   layer_norm_eps=model_cfg.layer_norm_eps)
+                   layer_norm_eps=model_cfg.layer_norm_eps, pad_vocab_multiple=pad_vocab_multiple)
 
     def __post_init__(self) -> None:
         if not self.hidden_size:
             self.hidden_size = 4 * self.units
+
+    @property
+    def padded_vocab(self) -> int:
+        """Rows of wte: V rounded up to pad_vocab_multiple. GPU matmuls whose output width is a
+        multiple of 64 run on full tensor-core tiles (nanoGPT pads 50,257 to 50,304 for this)."""
+        m = self.pad_vocab_multiple
+        return -(-self.vocab_size // m) * m if m > 0 else self.vocab_size
 
 
 class Attention(nn.Module):
@@ -110,11 +118,20 @@ class GPT2(nn.Module):
     def __init__(self, s: GPT2Shape):
         super().__init__()
         self.shape = s
-        self.wte = nn.Embedding(s.vocab_size, s.units)
+        self.wte = nn.Embedding(s.padded_vocab, s.units)                         # (Vp, U), rows >= V zero
         self.wpe = nn.Embedding(s.max_length, s.units)
         self.drop = nn.Dropout(s.dropout)
         self.h = nn.ModuleList([Block(s) for _ in range(s.num_layers)])
         self.ln_f = nn.LayerNorm(s.units, eps=s.layer_norm_eps)
+        # -inf on the padded logits so softmax and loss are those over the V real ones; no gradient
+        # reaches the padded rows, which stay zero. Not persistent: never in state_dict/checkpoints.
+        self.logit_bias: Optional[torch.Tensor]
+        if s.padded_vocab > s.vocab_size:
+            bias = torch.zeros(s.padded_vocab)
+            bias[s.vocab_size:] = float("-inf")
+            self.register_buffer("logit_bias", bias, persistent=False)
+        else:
+            self.logit_bias = None
         self.reset_parameters()
 
     @torch.no_grad()
@@ -130,10 +147,12 @@ class GPT2(nn.Module):
                 p.normal_(0.0, resid_std)
             else:
                 p.normal_(0.0, 0.02)
+        self.wte.weight[self.shape.vocab_size:] = 0.0
 
     def num_params(self) -> int:
-        """Trainable parameters; the tied output projection is `wte`, counted once."""
-        return sum(p.numel() for p in self.parameters())
+        """Trainable parameters; the tied output projection is `wte`, counted once, padding not."""
+        pad = (self.shape.padded_vocab - self.shape.vocab_size) * self.shape.units
+        return sum(p.numel() for p in self.parameters()) - pad
 
     def hidden(self, ids: torch.Tensor, past: Optional[list[KV]] = None) -> tuple[torch.Tensor, list[KV]]:
         """(B, T) int ids -> final-LayerNorm hidden states (B, T, U) and the per-layer (k, v) cache."""
@@ -156,7 +175,7 @@ class GPT2(nn.Module):
         Incremental decoding: `logits, past = model(prompt)`, then `model(next_ids, past=past)`.
         """
         x, present = self.hidden(ids, past)
-        return F.linear(x, self.wte.weight), present                           # (B, T, V)
+        return F.linear(x, self.wte.weight)[..., :self.shape.vocab_size], present   # (B, T, V)
 
     def loss(self, ids: torch.Tensor, targets: torch.Tensor, chunk_rows: int = 0,
              reduction: str = "mean") -> torch.Tensor:
@@ -170,8 +189,8 @@ class GPT2(nn.Module):
         x = x.reshape(-1, x.size(-1))                                          # (B*T, U)
         t = targets.reshape(-1).long()                                         # (B*T,)
         if chunk_rows > 0:
-            return chunked_cross_entropy(x, self.wte.weight, t, chunk_rows, reduction)
-        logits = F.linear(x, self.wte.weight)                                  # (B*T, V)
+            return chunked_cross_entropy(x, self.wte.weight, t, chunk_rows, reduction, self.logit_bias)
+        logits = F.linear(x, self.wte.weight, self.logit_bias)                 # (B*T, Vp)
         return F.cross_entropy(logits.float(), t, reduction=reduction)
 
 
@@ -184,7 +203,7 @@ class _ChunkedLinearCE(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, w: torch.Tensor, t: torch.Tensor, chunk_rows: int,  # type: ignore[override]
-                compute_dtype: torch.dtype, want_grad: bool) -> torch.Tensor:
+                compute_dtype: torch.dtype, want_grad: bool, bias: Optional[torch.Tensor]) -> torch.Tensor:
         N = x.size(0)
         xc, wc = x.to(compute_dtype), w.to(compute_dtype)
         total = torch.zeros((), dtype=torch.float32, device=x.device)
@@ -193,6 +212,8 @@ class _ChunkedLinearCE(torch.autograd.Function):
         for s in range(0, N, chunk_rows):
             xs, ts = xc[s:s + chunk_rows], t[s:s + chunk_rows]                  # (n, U), (n,)
             logits = (xs @ wc.t()).float()                                     # (n, V) fp32
+            if bias is not None:
+                logits += bias                                                 # -inf on padded columns
             lse = torch.logsumexp(logits, dim=1)                               # (n,)
             total += (lse - logits.gather(1, ts[:, None]).squeeze(1)).sum()
             if want_grad:
@@ -207,12 +228,13 @@ class _ChunkedLinearCE(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_total: torch.Tensor):  # type: ignore[override]
         dx, dw = ctx.saved_tensors
-        return dx * grad_total.to(dx.dtype), (dw * grad_total).to(dw.dtype), None, None, None, None
+        return dx * grad_total.to(dx.dtype), (dw * grad_total).to(dw.dtype), None, None, None, None, None
 
 
 def chunked_cross_entropy(x: torch.Tensor, w: torch.Tensor, targets: torch.Tensor, chunk_rows: int = 8192,
-                          reduction: str = "mean") -> torch.Tensor:
-    """Cross-entropy of logits x @ w.T without materializing them: x (N, U), w (V, U), targets (N,).
+                          reduction: str = "mean", bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Cross-entropy of logits x @ w.T (+ bias (V,)) without materializing them: x (N, U), w (V, U),
+    targets (N,).
 
     Matmuls run in the autocast dtype when autocast is on (bf16 on GPU), the softmax in fp32.
     """
@@ -223,5 +245,5 @@ def chunked_cross_entropy(x: torch.Tensor, w: torch.Tensor, targets: torch.Tenso
         dtype = torch.get_autocast_dtype(x.device.type)
     want_grad = torch.is_grad_enabled() and (x.requires_grad or w.requires_grad)
     with torch.autocast(x.device.type, enabled=False):
-        total = _ChunkedLinearCE.apply(x, w, targets, chunk_rows, dtype, want_grad)   # () fp32
+        total = _ChunkedLinearCE.apply(x, w, targets, chunk_rows, dtype, want_grad, bias)   # () fp32
     return total / x.size(0) if reduction == "mean" else total
