@@ -80,8 +80,31 @@ export PYTHONPATH=$REPO${PYTHONPATH:+:$PYTHONPATH}
 # horovodrun itself exits 1 whatever the workers said, which would hide the trainer's exit codes
 # (2 config/data, 3 diverged, 4 stopped by a signal after a checkpoint, 5 checkpoint write failed)
 # from whoever restarts the job (launch/aws/spot_run.sh, a Slurm requeue). Its "Process N exit
-# with status code S." lines on stdout give them back. TERM/INT/USR1 sent to this script go on to
-# horovodrun, which stops the workers (the trainer checkpoints on TERM/USR1).
+# with status code S." lines on stdout give them back (with --mpi, horovodrun's mpirun already
+# exits with it). TERM/INT/USR1 sent to this script go to this machine's trainer processes
+# themselves, which checkpoint at the step boundary and exit 4; the launcher then reports them.
+# (Signalling horovodrun instead loses the job: under MPI it is a shell whose mpirun lives on.)
+_trainer_pids() {        # descendants of $1 that run pretrain.train, from /proc (no ps needed)
+    local parent=$1 p stat ppid
+    for p in /proc/[0-9]*; do
+        stat=$(cat "$p/stat" 2>/dev/null) || continue
+        ppid=${stat##*) }; ppid=${ppid#* }; ppid=${ppid%% *}
+        [[ $ppid == "$parent" ]] || continue
+        # argv[1] "-m", argv[2] "pretrain.train": the python process itself, not a `sh -c "..."`,
+        # horovodrun or mpirun whose arguments carry that command
+        if tr '\0' '|' < "$p/cmdline" 2>/dev/null | grep -qE '^[^|]*\|-m\|pretrain\.train\|'; then
+            echo "${p#/proc/}"
+        else
+            _trainer_pids "${p#/proc/}"
+        fi
+    done
+}
+
+_signal_trainers() {     # SIGNAL ROOT_PID
+    local p
+    for p in $(_trainer_pids "$2"); do kill -"$1" "$p" 2>/dev/null || true; done
+}
+
 run_horovodrun() {
     local tmp pid fpid rc line
     tmp=$(mktemp -d "${TMPDIR:-/tmp}/kogpt-launch.XXXXXX")
@@ -97,8 +120,8 @@ run_horovodrun() {
     fpid=$!
     "$@" > "$tmp/stdout" &
     pid=$!
-    trap 'kill -TERM "$pid" 2>/dev/null || true' TERM INT
-    trap 'kill -USR1 "$pid" 2>/dev/null || true' USR1
+    trap '_signal_trainers TERM "$pid"' TERM INT
+    trap '_signal_trainers USR1 "$pid"' USR1
     while true; do
         set +e
         wait "$pid"

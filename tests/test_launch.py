@@ -327,16 +327,19 @@ def test_real_two_process_launch_and_resume(tiny_data, tmp_path):
 
 
 @pytest.mark.slow
-def test_launcher_exits_with_the_trainers_status_and_forwards_sigterm(tiny_data, tmp_path):
+@pytest.mark.parametrize("controller", ["--gloo", "--mpi"])
+def test_launcher_exits_with_the_trainers_status_and_forwards_sigterm(tiny_data, tmp_path, controller):
     """horovodrun itself exits 1 on any failure; single_node.sh gives back the worker's own status
-    (2 here: the shards are missing), and a SIGTERM to it reaches the trainer, which checkpoints and
-    exits 4 (what spot_run.sh and Slurm requeues act on)."""
+    (2 here: the shards are missing), and a SIGTERM to it reaches the trainers, which checkpoint and
+    exit 4 (what spot_run.sh and Slurm requeues act on), under Gloo and under MPI."""
     needs_venv()
     if not os.access(HOROVODRUN, os.X_OK):
         pytest.skip("horovodrun is not built into .venv yet (make install)")
+    if controller == "--mpi" and not shutil.which("mpirun"):
+        pytest.skip("mpirun (OpenMPI) is not installed")
     sets = _train_sets(tiny_data, tmp_path / "bad", 4)
     sets[sets.index(f"train.shards={tiny_data[1]}")] = f"train.shards={tmp_path / 'no-shards'}"
-    r = run("single_node.sh", "--np", "2", "--gloo", "--config", TINY, *sets, timeout=300)
+    r = run("single_node.sh", "--np", "2", controller, "--config", TINY, *sets, timeout=300)
     assert r.returncode == 2, explain(r)
     assert "no-shards" in r.stderr
 
@@ -346,8 +349,8 @@ def test_launcher_exits_with_the_trainers_status_and_forwards_sigterm(tiny_data,
     sets = _train_sets(tiny_data, run_dir, 100_000)
     sets[sets.index("checkpoint.every_steps=2")] = "checkpoint.every_steps=100000"
     e = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "OMPI_", "HOROVOD_"))}
-    proc = subprocess.Popen(["bash", str(REPO / "launch" / "single_node.sh"), "--np", "2", "--gloo", "--config", TINY,
-                             *sets], cwd=REPO, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(["bash", str(REPO / "launch" / "single_node.sh"), "--np", "2", controller, "--config",
+                             TINY, *sets], cwd=REPO, env=e, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     metrics = run_dir / "metrics.jsonl"
     deadline = time.time() + 240
     while time.time() < deadline and proc.poll() is None:
@@ -361,6 +364,19 @@ def test_launcher_exits_with_the_trainers_status_and_forwards_sigterm(tiny_data,
     assert r.returncode == 4, explain(r)
     latest = (run_dir / "checkpoints" / "latest").read_text().strip()
     assert latest.startswith("step_") and "stopped by signal" in err
+    assert not _trainers_running(run_dir), "a trainer outlived its launcher"
+
+
+def _trainers_running(run_dir: Path) -> list[int]:
+    """PIDs of processes whose command line mentions `run_dir` (the trainers of that launch)."""
+    found = []
+    for p in Path("/proc").iterdir():
+        try:
+            if p.name.isdigit() and str(run_dir).encode() in (p / "cmdline").read_bytes():
+                found.append(int(p.name))
+        except OSError:
+            pass
+    return found
 
 
 @pytest.mark.slow
