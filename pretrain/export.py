@@ -43,18 +43,21 @@ def num_layers_of(weights: dict[str, Any]) -> int:
     return 1 + max(int(k.split(".")[1]) for k in weights if k.startswith("h."))
 
 
+def _hf_names(num_layers: int) -> list[tuple[str, str, bool]]:
+    """(our name, HF name without `transformer.`, transposed) for every tensor of a GPT-2: HF's
+    Conv1D stores dense weights (in, out), ours (out, in)."""
+    names = [(n, n, False) for n in ("wte.weight", "wpe.weight", "ln_f.weight", "ln_f.bias")]
+    for i in range(num_layers):
+        names += [(f"h.{i}.{ln}.{p}", f"h.{i}.{ln}.{p}", False) for ln in ("ln_1", "ln_2") for p in ("weight", "bias")]
+        for ours, hf in _DENSE.items():
+            names += [(f"h.{i}.{ours}.weight", f"h.{i}.{hf}.weight", True), (f"h.{i}.{ours}.bias", f"h.{i}.{hf}.bias", False)]
+    return names
+
+
 def to_hf_state_dict(weights: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Engine-neutral weights -> HF GPT2LMHeadModel names (Conv1D weights transposed to (in, out))."""
-    out = {"transformer.wte.weight": weights["wte.weight"], "transformer.wpe.weight": weights["wpe.weight"],
-           "transformer.ln_f.weight": weights["ln_f.weight"], "transformer.ln_f.bias": weights["ln_f.bias"]}
-    for i in range(num_layers_of(weights)):
-        for ln in ("ln_1", "ln_2"):
-            for p in ("weight", "bias"):
-                out[f"transformer.h.{i}.{ln}.{p}"] = weights[f"h.{i}.{ln}.{p}"]
-        for ours, hf in _DENSE.items():
-            out[f"transformer.h.{i}.{hf}.weight"] = np.ascontiguousarray(weights[f"h.{i}.{ours}.weight"].T)
-            out[f"transformer.h.{i}.{hf}.bias"] = weights[f"h.{i}.{ours}.bias"]
-    return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in out.items()}
+    return {f"transformer.{hf}": np.ascontiguousarray(weights[ours].T if t else weights[ours], dtype=np.float32)
+            for ours, hf, t in _hf_names(num_layers_of(weights))}
 
 
 def from_hf_state_dict(sd: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -63,15 +66,8 @@ def from_hf_state_dict(sd: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     if "lm_head.weight" in sd and not np.array_equal(sd["lm_head.weight"], sd["wte.weight"]):
         raise ValueError("lm_head.weight differs from wte.weight: this model's output layer is tied to the "
                          "token embedding, an untied checkpoint cannot be imported")
-    out = {k: sd[k] for k in ("wte.weight", "wpe.weight", "ln_f.weight", "ln_f.bias")}
-    for i in range(num_layers_of(sd)):
-        for ln in ("ln_1", "ln_2"):
-            for p in ("weight", "bias"):
-                out[f"h.{i}.{ln}.{p}"] = sd[f"h.{i}.{ln}.{p}"]
-        for ours, hf in _DENSE.items():
-            out[f"h.{i}.{ours}.weight"] = np.ascontiguousarray(sd[f"h.{i}.{hf}.weight"].T)
-            out[f"h.{i}.{ours}.bias"] = sd[f"h.{i}.{hf}.bias"]
-    return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in out.items()}
+    return {ours: np.ascontiguousarray(sd[hf].T if t else sd[hf], dtype=np.float32)
+            for ours, hf, t in _hf_names(num_layers_of(sd))}
 
 
 # ----------------------------------------------------------------------------------------------------
