@@ -24,11 +24,8 @@ from typing import Any, Iterable, Mapping
 
 import yaml
 
+from common.errors import ConfigError  # noqa: F401 - re-exported: callers catch common.config.ConfigError
 from common.io import write_bytes_atomic
-
-
-class ConfigError(ValueError):
-    """A config file or override is wrong; the message names the key, where it came from, and a fix."""
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Optional
 
-from common.config import ConfigError
+from common.errors import ConfigError
 
 # ----------------------------------------------------------------------------------------------------
 # corpus stage
@@ -140,7 +140,7 @@ class TokenizerConfig:
 
 @dataclass
 class ShardsConfig:
-    """Token shards (`make shards`): formats in docs/CONTRACTS.md, code in corpus/shards.py."""
+    """Token shards (`make shards`): formats in docs/CONTRACTS.md, code in corpus/shards/."""
 
     out_dir: str = "work/shards"
     valid_fraction: float = 0.005   # fraction of documents held out for validation (by seeded hash of id)

@@ -2,7 +2,7 @@
 
     python -m corpus clean --config configs/demo.yaml [--workers N] [--fresh]
     python -m corpus tokenizer --config ...     (corpus/tokenizer.py: main(argv))
-    python -m corpus shards --config ...        (corpus/shards.py: main(argv))
+    python -m corpus shards --config ...        (corpus/shards/: main(argv))
 """
 from __future__ import annotations
 

@@ -146,3 +146,23 @@ def iter_documents(clean_dir: str | os.PathLike) -> Iterator[dict]:
     """
     for path in part_paths(clean_dir):
         yield from iter_part(path)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Which split a document belongs to (the tokenizer sample and the shards must agree)
+
+
+def doc_key(doc: dict) -> str:
+    """What a document's split is keyed on: its id, or (no id) a hash of its text."""
+    key = doc.get("id")
+    if key is None or key == "":
+        return "sha1:" + hashlib.sha1(str(doc.get("text", "")).encode("utf-8")).hexdigest()
+    return str(key)
+
+
+def is_valid_doc(key: str, seed: int, fraction: float) -> bool:
+    """True when the document goes to the validation split: blake2b(seed, key) as a fraction of 2^64."""
+    if fraction <= 0.0:
+        return False
+    h = hashlib.blake2b(f"{seed}\x00{key}".encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(h, "little") < fraction * 2.0 ** 64

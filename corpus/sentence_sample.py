@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from common.io import atomic_open, read_json
+from corpus.docs import doc_key, is_valid_doc, iter_documents
+from corpus.errors import TokenizerError
 
 
 class Reservoir:
@@ -85,9 +87,6 @@ def sample_sentences(cfg: Any, out_file: str | os.PathLike, workers: int = 1) ->
     """
     from tqdm import tqdm
 
-    from corpus.docs import iter_documents
-    from corpus.shards import doc_key, is_valid_doc
-    from corpus.tokenizer import TokenizerError   # here: corpus.tokenizer imports this module
 
     t, clean = cfg.tokenizer, Path(cfg.corpus.out_dir)
     fraction = cfg.shards.valid_fraction or 0.001

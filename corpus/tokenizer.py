@@ -46,6 +46,7 @@ from typing import Any, Iterable, Optional, Sequence
 import sentencepiece as spm
 
 from common.io import atomic_open, read_json, sha256_file, write_bytes_atomic, write_json_atomic
+from corpus.errors import TokenizerError  # noqa: F401 - re-exported: callers catch corpus.tokenizer.TokenizerError
 from corpus.sentence_sample import sample_sentences
 
 log = logging.getLogger("corpus.tokenizer")
@@ -53,10 +54,6 @@ log = logging.getLogger("corpus.tokenizer")
 FORMAT = "kogpt-tokenizer-v1"
 SPECIAL_TOKENS = {"unk": "<unk>", "bos": "<s>", "eos": "</s>", "pad": "<pad>", "mask": "<mask>"}
 _UNUSED_RE = re.compile(r"^<unused\d+>$")
-
-
-class TokenizerError(ValueError):
-    """A tokenizer file is missing, inconsistent, or cannot be trained as configured (message says the fix)."""
 
 
 # ----------------------------------------------------------------------------------------------------

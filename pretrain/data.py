@@ -23,7 +23,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from corpus.shard_reader import ShardsError, TokenShards
+from corpus.shards.read import ShardsError, TokenShards
 
 log = logging.getLogger("pretrain.data")
 

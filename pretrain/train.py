@@ -31,7 +31,7 @@ log = logging.getLogger("pretrain.train")
 
 def _user_errors() -> tuple[type, ...]:
     """Exception types whose message is the whole story for the user (no traceback)."""
-    from corpus.shard_reader import ShardsError
+    from corpus.shards.read import ShardsError
     from corpus.tokenizer import TokenizerError
     from pretrain.checkpoint import CheckpointError
     from pretrain.data import DataError

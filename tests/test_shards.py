@@ -109,7 +109,7 @@ def _sig(m: dict) -> list:
     return [(f["bin"], f["sha256"]) for s in m["splits"] for f in m["splits"][s]["files"]]
 
 
-_REAL_ENCODE = __import__("corpus.shards").shards._encode_part
+from corpus.shards.encode import _encode_part as _REAL_ENCODE  # noqa: E402
 
 
 def _dies_on_third_part(task: dict) -> dict:
@@ -119,7 +119,7 @@ def _dies_on_third_part(task: dict) -> dict:
 
 
 def test_interrupted_build_resumes_finished_parts(env, monkeypatch, caplog):
-    import corpus.shards as shards
+    import corpus.shards.build as shards
 
     root, _, _ = env
     monkeypatch.setattr(shards, "_encode_part", _dies_on_third_part)  # forked workers inherit it

@@ -3,7 +3,7 @@
 Format (docs/CONTRACTS.md "Token shards"): `<split>_NNNNN.bin` holds little-endian uint16 ids, every
 document followed by `</s>`; `<split>_NNNNN.idx` holds little-endian int64 token offsets, n_docs + 1
 of them, offsets[0] = 0; `manifest.json` (written last) lists the files, counts, dtype and the sha256
-of the tokenizer that made them. corpus/shards.py writes them.
+of the tokenizer that made them. corpus/shards/ writes them.
 """
 from __future__ import annotations
 
