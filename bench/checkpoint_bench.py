@@ -35,7 +35,7 @@ from common.log import setup_logging  # noqa: E402
 from common.schema import MODEL_PRESETS, CheckpointConfig, S3Config, cpu_count  # noqa: E402
 from pretrain.checkpoint import CheckpointManager  # noqa: E402
 from pretrain.engines.base import tensor_shapes  # noqa: E402
-from pretrain.storage import S3Storage  # noqa: E402
+from pretrain.checkpoint.storage import S3Storage  # noqa: E402
 
 
 def model_shapes(preset: str, vocab: int) -> dict[str, tuple[int, ...]]:

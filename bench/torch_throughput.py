@@ -36,9 +36,9 @@ from bench.results_io import write_result  # noqa: E402
 import torch  # noqa: E402
 
 from common.schema import Config, ModelConfig  # noqa: E402
-from pretrain.dist import Dist  # noqa: E402
+from pretrain.train.dist import Dist  # noqa: E402
 from pretrain.engines.torch.engine import TorchEngine  # noqa: E402
-from pretrain.metrics import flops_per_token, peak_flops  # noqa: E402
+from pretrain.train.metrics import flops_per_token, peak_flops  # noqa: E402
 
 TARGET_TOKENS_PER_S = 580_000          # 50% MFU of GPT-2 base (V 50,000, T 1024) on one H100
 

@@ -48,7 +48,7 @@ def _cfg(preset: str):
 
 def worker(preset: str, steps: int, out: str) -> None:
     """One process of the throughput run (under horovodrun or alone)."""
-    from pretrain.dist import init_dist
+    from pretrain.train.dist import init_dist
     from pretrain.engines.mxnet.engine import MXNetEngine
     seq, micro, vocab = SHAPES[preset]
     dist = init_dist("mxnet")

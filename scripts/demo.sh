@@ -28,4 +28,4 @@ $PY -m pretrain.generate --checkpoint "$ckpt" --prompt "2019년 한해를 보내
     --max-length 60 --top-p 0.9 --temperature 0.7 --repetition-penalty 1.3 --seed 3 --num-samples 3
 
 step "5/5 summary"
-$PY -m pretrain.summary --config "$CONFIG" --elapsed $(( $(date +%s) - start ))
+$PY -m pretrain.train.summary --config "$CONFIG" --elapsed $(( $(date +%s) - start ))

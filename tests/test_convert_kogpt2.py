@@ -1,4 +1,4 @@
-"""KoGPT2 v1 import/export (pretrain/convert.py) against a reference network written here.
+"""KoGPT2 v1 import/export (pretrain/interop/kogpt2.py) against a reference network written here.
 
 The reference is KoGPT2 v1's GluonNLP GPT2Model re-written as Gluon blocks with exactly its parameter
 layout (`_embed`, `_pos_embed`, `_logits_proj` sharing `_embed`'s weight, `_self_attention_layers.{i}.
@@ -192,7 +192,7 @@ def test_fixture_has_the_kogpt2_v1_layout(env):
 def test_converted_logits_equal_reference(env, imported, engine):
     if engine == "torch":
         pytest.importorskip("torch")
-    from pretrain.inference import load_model
+    from pretrain.generate.inference import load_model
     _, spiece, tok, _, net = env
     lm = load_model(str(imported), engine=engine)
     assert lm.tokenizer.sha256 == sha256_file(spiece) and lm.step_count == 0
@@ -278,7 +278,7 @@ def test_other_size_without_preset_needs_heads(env, tmp_path):
     with pytest.raises(ConvertError, match=r"3 layers, 48 units, vocab \d+, max length 40 \(no preset.*--num-heads"):
         import_kogpt2_v1(str(p), str(spiece), str(tmp_path / "a"))
     loc = import_kogpt2_v1(str(p), str(spiece), str(tmp_path / "b"), num_heads=3)
-    from pretrain.inference import load_model
+    from pretrain.generate.inference import load_model
     lm = load_model(loc, engine="mxnet")
     ids = ids_for(tok, 40)
     np.testing.assert_allclose(lm.step(ids)[0], ref_logits(net, ids), rtol=1e-5, atol=1e-5)

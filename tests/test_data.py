@@ -1,9 +1,9 @@
-"""Sample order, disjointness, resume and tokenizer checks of pretrain/data.py on contract-format shards."""
+"""Sample order, disjointness, resume and tokenizer checks of pretrain/train/data.py on contract-format shards."""
 
 import numpy as np
 import pytest
 
-from pretrain.data import DataError, WindowDataset
+from pretrain.train.data import DataError, WindowDataset
 from tests.train_fixtures import make_run_inputs
 
 SEQ = 16

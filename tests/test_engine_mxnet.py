@@ -7,7 +7,7 @@ import pytest
 mx = pytest.importorskip("mxnet")
 
 from common.config import load_config  # noqa: E402
-from pretrain.dist import Dist  # noqa: E402
+from pretrain.train.dist import Dist  # noqa: E402
 from pretrain.engines.mxnet.engine import GPT2AdamW, MXNetEngine  # noqa: E402
 
 V = 120

@@ -16,9 +16,10 @@ import torch
 from corpus.tokenizer import Tokenizer
 from pretrain.checkpoint import write_checkpoint
 from pretrain.engines.torch.model import GPT2, GPT2Shape
-from pretrain.evaluate import EvalConfig, main, render_markdown, run
-from pretrain.finetune import SequenceClassifier, batch_order, encode_examples, pad_batch, perplexity
-from pretrain.finetune_data import DataError, Example, load_task, read_task_file
+from pretrain.eval.config import EvalConfig
+from pretrain.eval.evaluate import main, render_markdown, run
+from pretrain.eval.finetune import SequenceClassifier, batch_order, encode_examples, pad_batch, perplexity
+from pretrain.eval.tasks import DataError, Example, load_task, read_task_file
 
 POS = ["정말 재밌는 영화였어요", "배우 연기가 최고예요", "감동적인 이야기, 또 보고 싶다", "음악이 좋아서 행복했다",
        "가족과 함께 보기 좋은 영화", "올해 최고의 작품입니다"]

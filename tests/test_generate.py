@@ -7,8 +7,8 @@ import pytest
 from common.schema import ModelConfig
 from pretrain.checkpoint import write_checkpoint
 from pretrain.generate import generate_ids, generate_text, main as generate_main
-from pretrain.inference import load_model
-from pretrain.sampling import SamplingConfig
+from pretrain.generate.inference import load_model
+from pretrain.generate.sampling import SamplingConfig
 from tests.train_fixtures import make_tokenizer, synthetic_docs
 
 torch = pytest.importorskip("torch")

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from pretrain.sampling import SamplingConfig, apply_repetition_penalty, next_token
+from pretrain.generate.sampling import SamplingConfig, apply_repetition_penalty, next_token
 
 
 def test_greedy_is_argmax():

@@ -4,7 +4,7 @@ import math
 import pytest
 
 from common.schema import OptimConfig
-from pretrain.schedule import lr_at
+from pretrain.train.schedule import lr_at
 
 
 def _cfg(schedule, warm=10):

@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 
 from common.schema import Config, ModelConfig                               # noqa: E402
 from horovod_output import explain, retry_native_crash                      # noqa: E402
-from pretrain.dist import Dist                                              # noqa: E402
+from pretrain.train.dist import Dist                                              # noqa: E402
 from pretrain.engines.torch.engine import TorchEngine, decays               # noqa: E402
 from pretrain.engines.torch.model import GPT2, GPT2Shape, chunked_cross_entropy  # noqa: E402
 
@@ -241,7 +241,7 @@ def test_horovod_two_workers_equal_one_worker_with_accumulation(tmp_path):
 import sys; sys.path.insert(0, {str(REPO)!r}); sys.path.insert(0, {str(REPO / 'tests')!r})
 import numpy as np
 from test_torch_engine import tiny_cfg, batches, V
-from pretrain.dist import init_dist
+from pretrain.train.dist import init_dist
 from pretrain.engines.torch.engine import TorchEngine
 d = init_dist("torch")
 e = TorchEngine(tiny_cfg(micro=2, glob=8), d, V)

@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from common.schema import Config
-    from pretrain.dist import Dist
+    from pretrain.train.dist import Dist
     from pretrain.engines.base import Engine
 
 

@@ -1,7 +1,7 @@
 """Fine-tuning machinery behind `python -m pretrain.evaluate`: inputs, classifier, training loop, perplexity.
 
 The choices (last-token representation, input layout, optimizer, early stopping, sliding-window
-perplexity) are explained in pretrain/evaluate.py's docstring; the settings come from its `EvalConfig`.
+perplexity) are explained in pretrain/eval/evaluate.py's docstring; the settings come from `EvalConfig` (eval/config.py).
 """
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import logging
 import math
 import random
 import time
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -17,10 +17,8 @@ from torch import nn
 
 from common.schema import cpu_count
 from pretrain.engines.torch.model import chunked_cross_entropy
-from pretrain.finetune_data import Example
-
-if TYPE_CHECKING:
-    from pretrain.evaluate import EvalConfig
+from pretrain.eval.config import EvalConfig
+from pretrain.eval.tasks import Example
 
 log = logging.getLogger("pretrain.evaluate")
 

@@ -1,7 +1,7 @@
 """The training loop, shared by both engines: data order, schedule, eval, logging, checkpoints.
 
 `run(cfg)` trains to `train.max_steps` and returns; errors a user can fix are raised as exceptions
-with the fix in the message (pretrain/train.py turns them into an exit status). It never asks which
+with the fix in the message (pretrain/train/cli.py turns them into an exit status). It never asks which
 engine or backend it runs on: it talks to an `Engine` (pretrain/engines/base.py) and a `Dist`.
 """
 from __future__ import annotations
@@ -17,11 +17,11 @@ from typing import Any, Optional
 import numpy as np
 
 from common.config import ConfigError, save_resolved, to_dict
-from pretrain.data import DataError, WindowDataset
-from pretrain.dist import Dist
+from pretrain.train.data import DataError, WindowDataset
+from pretrain.train.dist import Dist
 from pretrain.engines.base import tensor_shapes
-from pretrain.metrics import MetricsWriter, flops_per_token, fmt_bytes, mfu
-from pretrain.schedule import lr_at
+from pretrain.train.metrics import MetricsWriter, flops_per_token, fmt_bytes, mfu
+from pretrain.train.schedule import lr_at
 
 log = logging.getLogger("pretrain.train")
 
@@ -141,7 +141,7 @@ class Trainer:
     def save(self) -> None:
         """Checkpoint the current step. Only the writer (rank 0) copies the state to host memory, into
         the checkpoint manager's buffers, reused from save to save; the write or upload then runs in
-        the background (pretrain/checkpoint.py)."""
+        the background (pretrain/checkpoint/manager.py)."""
         if not self.dist.is_root:
             return
         # The step's own queued work (MXNet runs the optimizer update asynchronously: ~3 s for the base

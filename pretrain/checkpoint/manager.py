@@ -1,208 +1,28 @@
-"""Checkpoints: write, list, prune and resume, under a local directory or `s3://bucket/prefix`.
+"""CheckpointManager: what the training loop uses to save (in the background), list, prune and resume.
 
-Layout (docs/CONTRACTS.md, "Checkpoints"):
-
-    <root>/step_00001000/model.safetensors      weights, fp32, engine-neutral names
-                         optimizer.safetensors  exp_avg.* / exp_avg_sq.*
-                         state.json             step, cursor, rng, config, ...
-                         tokenizer/             spm.model, tokenizer.json, ...
-                         MANIFEST.json          {"files": {relpath: {"size", "sha256"}}}   written last
-    <root>/latest                               "step_00001000", written after MANIFEST.json
-
-Ordering is what makes a checkpoint safe to read: files, then MANIFEST.json, then `latest`. A
-directory without MANIFEST.json is incomplete and ignored; `latest` only ever names a directory
-whose manifest was already written. On a local root the whole directory is built under a temporary
-name and renamed into place; on S3 each object appears atomically when its upload completes.
-
-`CheckpointManager.save` copies the arrays (the training loop keeps mutating its own) and returns;
-a background thread serializes them (safetensors, never pickle), hashes, uploads and prunes to
-the newest `checkpoint.keep_last`. The next save waits for the previous one, and `close()` waits
-for the last, so a run never exits before its final checkpoint is stored or has failed loudly.
-"""
+See pretrain/checkpoint/__init__.py for the layout and the write order that makes checkpoints safe."""
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import shutil
-import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
 import numpy as np
-from safetensors.numpy import save_file
 
-from common.io import sha256_file, write_bytes_atomic
 from common.log import get_logger
-from common.schema import CheckpointConfig, S3Config
-from pretrain.storage import LocalStorage, Storage, StorageError, open_storage
+from common.schema import CheckpointConfig
+from pretrain.checkpoint.storage import LocalStorage, StorageError
 
-from pretrain.checkpoint_read import (  # noqa: F401 - re-exported: the one public module for checkpoints
-    FORMAT, LATEST, MANIFEST, OPTIMIZER_FILE, STATE_FILE, TOKENIZER_DIR, WEIGHTS_FILE, _MB, _STEP_RE,
-    Checkpoint, CheckpointError, _Reader, load_checkpoint, parse_step, split_location, step_name)
+from pretrain.checkpoint.reader import (
+    MANIFEST, Checkpoint, CheckpointError, _Reader, parse_step, step_name)
+
+from pretrain.checkpoint.writer import (  # the writing steps the manager runs in its thread
+    CheckpointWriteFailed, _publish, _read_tokenizer, _snapshot, _state_bytes)
 
 log = get_logger(__name__)
-
-
-class CheckpointWriteFailed(CheckpointError):
-    """A save failed after the storage's retries (disk full, S3 unreachable or throttled too long).
-
-    The previous checkpoint is intact and `latest` still points at it. Unlike a config error the
-    cause may be gone a minute later, so the trainer exits with its own status (5) and launchers
-    that restart (launch/aws/spot_run.sh) try again, resuming from that checkpoint."""
-
-
-# ----------------------------------------------------------------------------------------------------
-# writing
-
-
-def _snapshot(arrays: Mapping[str, Any], copy: bool, what: str) -> dict[str, np.ndarray]:
-    """C-contiguous numpy arrays by name; copied unless `copy=False` (the caller hands them over)."""
-    out: dict[str, np.ndarray] = {}
-    for name, value in arrays.items():
-        a = np.asarray(value)
-        if a.dtype == object:
-            raise CheckpointError(f"{what}[{name!r}] is not a numeric array ({type(value).__name__})")
-        out[name] = np.array(a, order="C", copy=True) if copy else np.ascontiguousarray(a)
-    return out
-
-
-def _read_tokenizer(tokenizer_dir: Optional[str]) -> dict[str, bytes]:
-    """The tokenizer directory's files (spm.model, spm.vocab, tokenizer.json, ...) by name."""
-    if not tokenizer_dir:
-        return {}
-    p = Path(tokenizer_dir)
-    if p.is_file():   # a bare tokenizer.json / .model path: take its directory
-        p = p.parent
-    if not p.is_dir():
-        raise CheckpointError(f"tokenizer directory {tokenizer_dir!r} does not exist: pass the "
-                              "tokenizer.dir written by `make tokenizer` (or None)")
-    return {f.name: f.read_bytes() for f in sorted(p.iterdir()) if f.is_file()}
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):   # not every filesystem lets a directory be fsynced
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _write_dir(out: Path, step: int, weights: dict[str, np.ndarray], optimizer: dict[str, np.ndarray],
-               state_bytes: bytes, tokenizer: dict[str, bytes]) -> bytes:
-    """Write a checkpoint's files into local directory `out`; returns the MANIFEST.json bytes.
-
-    The manifest itself is not written here: the caller publishes it after the other files.
-    """
-    out.mkdir(parents=True, exist_ok=True)
-    meta = {"format": FORMAT, "step": str(step)}
-    save_file(weights, out / WEIGHTS_FILE, metadata=meta)
-    save_file(optimizer, out / OPTIMIZER_FILE, metadata=meta)
-    (out / STATE_FILE).write_bytes(state_bytes)
-    if tokenizer:
-        (out / TOKENIZER_DIR).mkdir(exist_ok=True)
-        for name, data in tokenizer.items():
-            (out / TOKENIZER_DIR / name).write_bytes(data)
-    files: dict[str, dict] = {}
-    for p in sorted(out.rglob("*")):
-        if p.is_file() and p.name != MANIFEST:
-            _fsync_file(p)
-            files[p.relative_to(out).as_posix()] = {"size": p.stat().st_size, "sha256": sha256_file(p)}
-    manifest = {"format": FORMAT, "step": step, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "files": files}
-    return (json.dumps(manifest, indent=2) + "\n").encode("utf-8")
-
-
-def _publish(storage: Storage, name: str, step: int, weights: dict[str, np.ndarray],
-             optimizer: dict[str, np.ndarray], state_bytes: bytes, tokenizer: dict[str, bytes],
-             staging_dir: Optional[str], update_latest: bool) -> int:
-    """Write checkpoint `name` under `storage`: files, MANIFEST.json, then `latest`. Returns bytes."""
-    local = storage.local_path(name)
-    if local is not None:
-        # Build the directory under a temporary name beside its final place, then rename.
-        root = Path(storage.root)
-        root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=root))
-        try:
-            manifest = _write_dir(tmp, step, weights, optimizer, state_bytes, tokenizer)
-            write_bytes_atomic(tmp / MANIFEST, manifest)
-            final = Path(local)
-            old = None
-            if final.exists():   # re-writing a step (a resumed run): move the old one aside first
-                old = Path(tempfile.mkdtemp(prefix=f".{name}.old-", dir=root))
-                os.replace(final, old / name)
-            os.replace(tmp, final)
-            _fsync_dir(root)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    else:
-        base = Path(staging_dir or tempfile.mkdtemp(prefix="kogpt-ckpt-"))
-        tmp = base / name
-        shutil.rmtree(tmp, ignore_errors=True)
-        try:
-            manifest = _write_dir(tmp, step, weights, optimizer, state_bytes, tokenizer)
-            if storage.list(name):
-                # Leftovers of an earlier attempt at this step: drop its manifest first, so the
-                # directory is never "complete" with a mix of old and new files.
-                storage.delete(f"{name}/{MANIFEST}")
-                storage.delete_prefix(name)
-            rels = sorted(json.loads(manifest)["files"])
-            for rel in rels:   # each file goes up in parallel parts (TransferConfig)
-                storage.put_file(str(tmp / rel), f"{name}/{rel}")
-            storage.put_bytes(f"{name}/{MANIFEST}", manifest)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-            if not staging_dir:
-                shutil.rmtree(base, ignore_errors=True)
-    if update_latest:
-        storage.put_bytes(LATEST, (name + "\n").encode())
-    return sum(f["size"] for f in json.loads(manifest)["files"].values())
-
-
-def _state_bytes(step: int, state: Mapping[str, Any]) -> bytes:
-    st = dict(state)
-    st.setdefault("format", FORMAT)
-    st.setdefault("step", int(step))
-    if int(st["step"]) != int(step):
-        raise CheckpointError(f"state['step']={st['step']} differs from the step argument {step}")
-    try:
-        return (json.dumps(st, indent=2, ensure_ascii=False, allow_nan=True) + "\n").encode("utf-8")
-    except TypeError as e:
-        raise CheckpointError(f"checkpoint state is not JSON-serializable ({e}); convert numpy "
-                              "scalars/arrays to Python numbers/lists before save()") from None
-
-
-def write_checkpoint(location: str, weights: Mapping[str, Any], optimizer: Mapping[str, Any],
-                     state: Mapping[str, Any], tokenizer_dir: Optional[str],
-                     s3cfg: Optional[S3Config] = None, update_latest: bool = False) -> str:
-    """Write one checkpoint synchronously to `location` (a local directory or s3:// URL).
-
-    `latest` in the parent is updated only when `update_latest` is set. Returns `location`.
-    """
-    root, name = split_location(location)
-    step = int(state.get("step", parse_step(name) or 0))
-    storage = open_storage(root, s3cfg)
-    try:
-        _publish(storage, name, step, _snapshot(weights, False, "weights"),
-                 _snapshot(optimizer, False, "optimizer"), _state_bytes(step, state),
-                 _read_tokenizer(tokenizer_dir), None, update_latest)
-    finally:
-        storage.close()
-    return storage.url(name)
 
 
 # ----------------------------------------------------------------------------------------------------

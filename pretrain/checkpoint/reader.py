@@ -1,6 +1,6 @@
 """Checkpoint format names, and finding, verifying and loading checkpoints (local or S3).
 
-The layout and the write order are described in pretrain/checkpoint.py, which writes them; this
+The layout and the write order are described in pretrain/checkpoint/__init__.py (pretrain/checkpoint/writer.py writes them); this
 module reads them: `load_checkpoint(path)` takes a step directory or a root (then the newest
 complete checkpoint, falling back past damaged ones) and verifies every file against MANIFEST.json.
 """
@@ -24,7 +24,7 @@ from safetensors.numpy import load_file
 from common.io import sha256_file
 from common.log import get_logger, process_rank
 from common.schema import S3Config
-from pretrain.storage import Storage, open_storage
+from pretrain.checkpoint.storage import Storage, open_storage
 
 log = get_logger(__name__)
 

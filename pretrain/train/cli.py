@@ -7,7 +7,7 @@
 Reads the tokenizer (`tokenizer.dir` or `tokenizer.model`) and the token shards (`train.shards`),
 builds the engine named by `train.engine`, resumes per `checkpoint.resume` (auto | none | PATH),
 and trains to `train.max_steps`, logging on rank 0 to stderr, `<train.out_dir>/metrics.jsonl` and
-`<train.out_dir>/tensorboard/`. The loop itself is in pretrain/trainer.py.
+`<train.out_dir>/tensorboard/`. The loop itself is in pretrain/train/trainer.py.
 
 Exit status: 0 done; 2 a config/data/checkpoint problem (the message names the fix); 3 the loss
 diverged (NaN/Inf; the last good checkpoint is intact); 4 stopped by SIGTERM/SIGUSR1 (spot
@@ -34,7 +34,7 @@ def _user_errors() -> tuple[type, ...]:
     from corpus.shards.read import ShardsError
     from corpus.tokenizer import TokenizerError
     from pretrain.checkpoint import CheckpointError
-    from pretrain.data import DataError
+    from pretrain.train.data import DataError
     errors: list[type] = [ConfigError, DataError, CheckpointError, ShardsError, TokenizerError]
     try:
         from pretrain.engines.mxnet.gpu import UnsupportedGPUError
@@ -63,8 +63,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     setup_logging(getattr(logging, cfg.log.level.upper(), logging.INFO))
 
     from pretrain.checkpoint import CheckpointWriteFailed
-    from pretrain.dist import init_dist
-    from pretrain.trainer import StopRequested, TrainingDiverged, run
+    from pretrain.train.dist import init_dist
+    from pretrain.train.trainer import StopRequested, TrainingDiverged, run
 
     dist = init_dist(cfg.train.engine)
     setup_logging(getattr(logging, cfg.log.level.upper(), logging.INFO), rank=dist.rank)

@@ -17,8 +17,8 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from common.log import setup_logging
-from pretrain.inference import LoadedModel, load_model
-from pretrain.sampling import SamplingConfig, next_token
+from pretrain.generate.inference import LoadedModel, load_model
+from pretrain.generate.sampling import SamplingConfig, next_token
 
 log = logging.getLogger("pretrain.generate")
 

@@ -1,6 +1,6 @@
 """Print where a run's artifacts are and its headline numbers (the last step of `make demo`).
 
-    python -m pretrain.summary --config configs/demo.yaml [--elapsed SECONDS]
+    python -m pretrain.train.summary --config configs/demo.yaml [--elapsed SECONDS]
 """
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def summarize(cfg, elapsed: Optional[float] = None) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m pretrain.summary", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m pretrain.train.summary", description=__doc__.split("\n\n")[0])
     add_config_args(p)
     p.add_argument("--elapsed", type=float, help="seconds the pipeline took (printed as is)")
     args = p.parse_args(argv)

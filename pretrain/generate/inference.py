@@ -21,7 +21,7 @@ from common.config import build
 from common.schema import ModelConfig, S3Config
 from corpus.tokenizer import Tokenizer
 from pretrain.checkpoint import Checkpoint, load_checkpoint, split_location
-from pretrain.storage import open_storage
+from pretrain.checkpoint.storage import open_storage
 
 
 def model_config_from_state(state: dict, where: str) -> ModelConfig:

@@ -1,7 +1,7 @@
 """Where checkpoints live: a local directory or an S3 (or S3-compatible) `s3://bucket/prefix`.
 
 A `Storage` addresses objects by keys relative to its root, with `/` as separator
-(`"step_00001000/model.safetensors"`, `"latest"`). Checkpoint code (pretrain/checkpoint.py) only
+(`"step_00001000/model.safetensors"`, `"latest"`). Checkpoint code (pretrain/checkpoint/) only
 talks to this interface, so one code path writes both kinds of roots.
 
 S3 goes through boto3: the transfer manager (`TransferConfig`: multipart chunks of
