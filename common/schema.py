@@ -21,22 +21,43 @@ from common.errors import ConfigError
 
 @dataclass
 class InputSpec:
-    """One input of the corpus stage: a path or glob, and how to read it."""
+    """One input of the corpus stage: a path or glob, and how to read it (readers: corpus/readers/)."""
 
     path: str = ""
-    format: str = "auto"        # auto | wiki | jsonl | text   (auto: by extension/content)
+    format: str = "auto"        # auto | wiki | jsonl | text | nikl | aihub | namuwiki | parquet (auto: by name/content)
     source: str = ""            # name used in the manifest; default: the file stem
     encoding: str = "auto"      # auto | utf-8 | cp949 | euc-kr ...
-    text_field: str = "text"    # JSONL: field holding the document text
+    text_field: str = "text"    # jsonl: field holding the text, nested as "a.b"; parquet: the text column
     doc_sep: str = "line"       # text: "line" = one document per line, "blank" = blank-line separated
+    json_path: str = ""         # aihub: where the text is in each JSON, e.g. "SJML.text[].content"
+    utterance_form: str = "form"  # nikl spoken/messenger: "form" or "original_form" of each utterance
+    pii: Optional[bool] = None  # PII -> <|rrn|> <|tel|> ... placeholders; default (null): on except wiki/namuwiki
+    normalize_repeats: Optional[bool] = None   # ㅋㅋㅋㅋㅋ -> ㅋㅋㅋ ...; default: on except wiki/namuwiki
+    drop_placeholders: Optional[bool] = None   # drop "(이름)", "&name&" ...; default: on for aihub and nikl
 
     def validate(self) -> None:
         if not self.path:
             raise ConfigError("corpus.inputs[].path is empty: give a file, directory or glob")
-        if self.format not in ("auto", "wiki", "jsonl", "text"):
-            raise ConfigError(f"corpus.inputs[].format={self.format!r}: use auto, wiki, jsonl or text")
+        if self.format not in INPUT_FORMATS:
+            raise ConfigError(f"corpus.inputs[].format={self.format!r}: use one of {', '.join(INPUT_FORMATS)}")
         if self.doc_sep not in ("line", "blank"):
             raise ConfigError(f"corpus.inputs[].doc_sep={self.doc_sep!r}: use line or blank")
+        if self.utterance_form not in ("form", "original_form"):
+            raise ConfigError(f"corpus.inputs[].utterance_form={self.utterance_form!r}: use form (the "
+                              "normalized transcript) or original_form (as spoken/typed)")
+        if not self.text_field or any(not p for p in self.text_field.split(".")):
+            raise ConfigError(f"corpus.inputs[].text_field={self.text_field!r}: give a field name, nested with "
+                              "dots (e.g. text or body.content)")
+        if self.json_path:
+            import re
+            step = r"[^.\[\]]+(?:\[\])?"
+            if not re.fullmatch(rf"{step}(?:\.{step})*", self.json_path):
+                raise ConfigError(f"corpus.inputs[].json_path={self.json_path!r}: write keys separated by dots, "
+                                  "with [] after a key holding a list, e.g. SJML.text[].content or "
+                                  "named_entity[].content[].sentence")
+        elif self.format == "aihub":
+            raise ConfigError(f"corpus.inputs[] {self.path}: format aihub needs json_path, where the text is in "
+                              "each JSON member, e.g. json_path: SJML.text[].content")
         if self.encoding != "auto":  # corpus stage: a typo here would otherwise surface per line
             import codecs
             try:
@@ -44,6 +65,9 @@ class InputSpec:
             except LookupError:
                 raise ConfigError(f"corpus.inputs[].encoding={self.encoding!r} is not a known codec: use auto, "
                                   "utf-8, cp949 or euc-kr") from None
+
+
+INPUT_FORMATS = ("auto", "wiki", "jsonl", "text", "nikl", "aihub", "namuwiki", "parquet")
 
 
 @dataclass
@@ -210,15 +234,19 @@ class OptimConfig:
     warmup_steps: int = 2000
     schedule: str = "cosine"        # cosine | linear | constant (after warmup)
     clip_norm: float = 1.0          # global L2 norm of the averaged gradient; 0 disables
+    fused: "bool | str" = "auto"    # torch engine: fused AdamW kernel. auto = on CUDA only; true = any device
+                                    # (torch >= 2.4 has a CPU kernel); false = the for-each implementation
 
     def validate(self) -> None:
         if self.schedule not in ("cosine", "linear", "constant"):
             raise ConfigError(f"optim.schedule={self.schedule!r}: use cosine, linear or constant")
+        self.fused = _tristate(self.fused, "optim.fused")
 
 
 @dataclass
 class TrainConfig:
-    engine: str = "mxnet"           # mxnet | torch
+    engine: str = "auto"            # auto | mxnet | torch. auto: mxnet where it is installed and every visible GPU
+                                    # has compute capability <= 8.6 (or on the CPU), else torch (pretrain/engines/choice.py)
     out_dir: str = "work/run"       # metrics.jsonl, tensorboard/, config.yaml
     shards: str = ""                # token shards to train on; "" = shards.out_dir
     seq_len: int = 0                # 0 = model.max_length
@@ -234,14 +262,24 @@ class TrainConfig:
     eval_every: int = 1000
     eval_batches: int = 50          # micro-batches per evaluation, all workers together (split across
                                     # them), so the validation set does not depend on the worker count
-    compile: bool = True            # torch.compile (torch engine on GPU)
+    compile: "bool | str" = "auto"  # torch engine: torch.compile per transformer block. auto = on CUDA only;
+                                    # true = on any device (the CPU too: inductor + gcc); false = eager
+    compile_scope: str = "block"    # block: each transformer block compiled on its own, so Horovod's per-gradient
+                                    # allreduces start during the backward; model: the whole loss in one graph
+    grad_compression: str = "none"  # none | fp16: gradients cast to fp16 for the allreduce (Horovod Compression.fp16)
     pad_vocab_multiple: int = 64    # torch engine: output matmul over the vocab padded to a multiple of this
                                     # (50,000 -> 50,048; masked, never in checkpoints); 0 = off
     device: str = "auto"            # auto | cpu | gpu
 
     def validate(self) -> None:
-        if self.engine not in ("mxnet", "torch"):
-            raise ConfigError(f"train.engine={self.engine!r}: use mxnet or torch (torch for Hopper GPUs)")
+        if self.engine not in ("auto", "mxnet", "torch"):
+            raise ConfigError(f"train.engine={self.engine!r}: use auto, mxnet or torch (torch for Hopper GPUs)")
+        self.compile = _tristate(self.compile, "train.compile")
+        if self.compile_scope not in ("block", "model"):
+            raise ConfigError(f"train.compile_scope={self.compile_scope!r}: use block (overlaps Horovod's "
+                              "allreduces with the backward) or model")
+        if self.grad_compression not in ("none", "fp16"):
+            raise ConfigError(f"train.grad_compression={self.grad_compression!r}: use none or fp16")
         if self.precision not in ("auto", "fp32", "fp16", "bf16"):
             raise ConfigError(f"train.precision={self.precision!r}: use auto, fp32, fp16 or bf16")
         if self.device not in ("auto", "cpu", "gpu"):
@@ -321,6 +359,16 @@ class Config:
         seq = self.train.seq_len or self.model.max_length
         if seq > self.model.max_length:
             raise ConfigError(f"train.seq_len={seq} exceeds model.max_length={self.model.max_length}")
+
+
+def _tristate(value: "bool | str", key: str) -> "bool | str":
+    """auto | true | false (YAML booleans or the strings) -> "auto", True or False."""
+    if isinstance(value, bool) or value == "auto":
+        return value
+    low = str(value).strip().lower()
+    if low in ("true", "false", "auto"):
+        return {"true": True, "false": False, "auto": "auto"}[low]
+    raise ConfigError(f"{key}={value!r}: use auto, true or false")
 
 
 def cpu_count() -> int:

@@ -5,7 +5,7 @@
     horovodrun -np 64 -hostfile hosts --mpi python -m pretrain.train --config configs/base.yaml
 
 Reads the tokenizer (`tokenizer.dir` or `tokenizer.model`) and the token shards (`train.shards`),
-builds the engine named by `train.engine`, resumes per `checkpoint.resume` (auto | none | PATH),
+builds the engine named by `train.engine` (auto: pretrain/engines/choice.py), resumes per `checkpoint.resume` (auto | none | PATH),
 and trains to `train.max_steps`, logging on rank 0 to stderr, `<train.out_dir>/metrics.jsonl` and
 `<train.out_dir>/tensorboard/`. The loop itself is in pretrain/train/trainer.py.
 
@@ -62,10 +62,19 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     setup_logging(getattr(logging, cfg.log.level.upper(), logging.INFO))
 
+    from common.log import process_rank
     from pretrain.checkpoint import CheckpointWriteFailed
+    from pretrain.engines import resolve_engine
     from pretrain.train.dist import init_dist
     from pretrain.train.trainer import StopRequested, TrainingDiverged, run
 
+    # train.engine: auto -> mxnet | torch before Horovod starts (which Horovod module depends on it);
+    # every rank probes its own machine, create_engine then checks that all ranks agree.
+    try:
+        resolve_engine(cfg, log_it=process_rank() == 0)
+    except ConfigError as e:
+        log.error("config error: %s", e)
+        return 2
     dist = init_dist(cfg.train.engine)
     setup_logging(getattr(logging, cfg.log.level.upper(), logging.INFO), rank=dist.rank)
     try:

@@ -55,6 +55,38 @@ def _smi_query(index: int) -> Optional[tuple[str, tuple[int, int]]]:
         return None
 
 
+def _driver_count() -> Optional[int]:
+    """CUDA devices the driver shows this process (CUDA_VISIBLE_DEVICES applied), or None without one."""
+    try:
+        cuda = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return None
+    count = ctypes.c_int()
+    if cuda.cuInit(0) != 0 or cuda.cuDeviceGetCount(ctypes.byref(count)) != 0:
+        return None
+    return count.value
+
+
+def _smi_count() -> Optional[int]:
+    if not shutil.which("nvidia-smi"):
+        return None
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return sum(1 for line in out.splitlines() if line.startswith("GPU "))
+
+
+def visible_gpus() -> list[tuple[str, tuple[int, int]]]:
+    """(name, compute capability) of every GPU this process can use; [] on a machine without any.
+
+    Through libcuda when there is a driver (honours CUDA_VISIBLE_DEVICES), else nvidia-smi."""
+    n = _driver_count()
+    if n is None:
+        n = _smi_count() or 0
+    return [info for info in (gpu_info(i) for i in range(n)) if info is not None]
+
+
 def gpu_info(index: int) -> Optional[tuple[str, tuple[int, int]]]:
     """(device name, compute capability) of GPU `index`, or None when there is none."""
     return _driver_query(index) or _smi_query(index)
