@@ -2,8 +2,9 @@
 
 A unit is a byte range of an uncompressed text/JSONL file (at most MAX_UNIT bytes, so big files
 spread over all workers), several small files packed together, or one k-th share of a compressed
-file or wiki dump (k readers each decompress the whole file and keep every k-th document: such
-files can only be read from the start). `fingerprint` says when a saved plan may be reused.
+file or of a whole-file format (wiki dump, NIKL, namuwiki, AI Hub zip, Parquet: k readers each read
+the whole file and keep every k-th document, row group or zip member: such files can only be read
+from the start). `fingerprint` says when a saved plan may be reused.
 """
 from __future__ import annotations
 
@@ -14,12 +15,14 @@ import os
 from pathlib import Path
 
 from common.config import to_dict
+from common.errors import ConfigError
 from common.schema import CorpusConfig
 from corpus.readers import ErrorLog, Segment, compression_of, detect_format
 
 MAX_UNIT = 64 << 20         # bytes of input per unit at most
 MIN_UNIT = 1 << 20
 MAX_STRIDE = 16             # at most this many readers share one compressed file
+PLAN_UNITS = 64             # a corpus is cut into about this many units (independent of the worker count)
 _RATIO = {"bz2": 4.5, "gz": 3.0, "zst": 3.5, "xz": 5.0}   # rough uncompressed/compressed sizes
 
 
@@ -42,14 +45,19 @@ def expand_inputs(cc: CorpusConfig, errors: ErrorLog) -> list[tuple[str, dict]]:
             continue
         for f in files:
             out.append((f, dict(source=spec.source or default_source, format=spec.format, encoding=spec.encoding,
-                                text_field=spec.text_field, doc_sep=spec.doc_sep)))
+                                text_field=spec.text_field, doc_sep=spec.doc_sep, json_path=spec.json_path,
+                                utterance_form=spec.utterance_form, pii=spec.pii,
+                                normalize_repeats=spec.normalize_repeats,
+                                drop_placeholders=spec.drop_placeholders)))
     return out
 
 
 def plan_units(files: list[tuple[str, dict]], workers: int) -> list[dict]:
     """Units of work: [{"id", "bytes", "segments": [Segment dict]}] (see module docstring)."""
     total = sum(os.path.getsize(f) for f, _ in files)
-    target = int(min(MAX_UNIT, max(MIN_UNIT, total / max(1, 4 * workers))))
+    # The plan must not depend on `workers`: units decide the parts, and the parts must be byte-identical
+    # for any worker count. total/64 keeps 16 workers busy with ~4 units each.
+    target = int(min(MAX_UNIT, max(MIN_UNIT, total / PLAN_UNITS)))
     units: list[dict] = []
     pack: list[dict] = []
     pack_bytes = 0
@@ -67,8 +75,13 @@ def plan_units(files: list[tuple[str, dict]], workers: int) -> list[dict]:
         if fmt == "auto" and not comp:
             with open(path, "rb") as f:
                 fmt = detect_format(path, f.read(1 << 16))
-        if comp or fmt == "wiki":
-            k = max(1, min(MAX_STRIDE, round(size * _RATIO.get(comp, 1.0) / target)))
+        if fmt == "aihub" and not kw.get("json_path"):
+            raise ConfigError(f"{path} is an AI Hub zip (format: aihub) but its input has no json_path: set "
+                              "corpus.inputs[].json_path to where the text is in each JSON, e.g. SJML.text[].content")
+        if comp or fmt not in ("text", "jsonl", "auto"):   # whole-file formats: k-th shares
+            # k readers each decompress/parse the whole file: shares of ~MAX_UNIT, not of `target`,
+            # so a small corpus does not pay for 16 decompressions of its dump
+            k = max(1, min(MAX_STRIDE, round(size * _RATIO.get(comp, 1.0) / MAX_UNIT)))
             if k == 1 and size < target:
                 pack.append(Segment(path, **kw).to_dict())
                 pack_bytes += size

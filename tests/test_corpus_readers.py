@@ -130,13 +130,16 @@ def test_stride_shares_partition_the_file(tmp_path):
 
 
 def test_bad_input_is_recorded_not_raised(tmp_path):
-    # invalid UTF-8 and NUL bytes: the line is skipped / cleaned, the rest is read
+    # invalid UTF-8 and NUL bytes: only the bad bytes go, the line stays; line and byte offset reported
     p = tmp_path / "bad.txt"
-    p.write_bytes("정상 줄\n".encode() + b"\xff\xfe broken\n" + "널\x00문자\n".encode() + "마지막\n".encode())
+    p.write_bytes("정상 줄\n".encode() + b"\xff\xfe broken \xed\xa0\x80\n" + "널\x00문자\n".encode() + "마지막\n".encode())
     docs, errors, _ = read(p, format="text", encoding="utf-8")
-    assert [t for t, _ in docs] == ["정상 줄", "널문자", "마지막"]
+    assert [t for t, _ in docs] == ["정상 줄", " broken ", "널문자", "마지막"]
     assert errors.counts == {"decode": 1, "nul_bytes": 1}
-    assert errors.entries[0]["line"] == 2 and errors.entries[1]["line"] == 3
+    first = len("정상 줄\n".encode())
+    assert errors.entries[0]["line"] == 2 and errors.entries[0]["offset"] == first
+    assert "5 invalid utf-8 byte(s)" in errors.entries[0]["error"]
+    assert errors.entries[1]["line"] == 3 and errors.entries[1]["offset"] == first + 14 + len("널".encode())
     # a line longer than the limit is streamed past
     p2 = tmp_path / "long.txt"
     p2.write_bytes(b"first\n" + b"x" * 3_000_000 + b"\nlast\n")
