@@ -42,8 +42,9 @@ N_CLASSES = 8
 
 # Default boilerplate (line regexes, searched; a line matching any is dropped if <= 200 chars).
 DEFAULT_BOILERPLATE = [
-    r"기자\s*[(\[<]?\s*[\w.+-]+@[\w-]+(?:\.[\w-]+)+",        # 홍길동 기자 hong@yna.co.kr
-    r"^\s*[(\[<]?[\w.+-]+@[\w-]+(?:\.[\w-]+)+[)\]>]?\s*$",    # a bare e-mail line
+    r"기자\s*[(\[<]?\s*(?:[\w.+-]+@[\w-]+(?:\.[\w-]+)+|<\|email\|>)",   # 홍길동 기자 hong@yna.co.kr
+    r"^\s*[(\[<]?(?:[\w.+-]+@[\w-]+(?:\.[\w-]+)+|<\|email\|>)[)\]>]?\s*$",   # a bare e-mail line
+    # (<|email|>: the address was already replaced by the input's PII step, corpus/pii.py)
     r"무단\s*(?:전재|복제|배포|게재|복사)",                       # 무단 전재 및 재배포 금지
     r"재배포\s*금지",
     r"(?i:copyright)\s*(?:ⓒ|©|\(c\)|\d{4})",
@@ -53,7 +54,7 @@ DEFAULT_BOILERPLATE = [
 ]
 # A document is only searched for the default patterns if one of these occurs in it (plain substring
 # search over the whole batch is ~4x faster than one regex alternation).
-_BOILERPLATE_KEYWORDS = ("@", "ⓒ", "©", "▶", "☞", "►", "무단", "재배포", "저작권자", "opyright", "OPYRIGHT")
+_BOILERPLATE_KEYWORDS = ("@", "<|email|>", "ⓒ", "©", "▶", "☞", "►", "무단", "재배포", "저작권자", "opyright", "OPYRIGHT")
 # A news dateline at the start of a line: "(서울=연합뉴스) 홍길동 기자 = ", "[세종=뉴시스]", "【워싱턴=뉴시스】
 # 김철수 특파원 =", "(서울=뉴스1) 이영희 박민수 기자 =". The place is Hangul (so "(x=3)" is left alone); the
 # reporter part is only taken with its 기자/특파원/통신원 and the "=" after it.

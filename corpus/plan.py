@@ -18,6 +18,7 @@ from common.config import to_dict
 from common.errors import ConfigError
 from common.schema import CorpusConfig
 from corpus.readers import ErrorLog, Segment, compression_of, detect_format
+from corpus.readers.detect import sniff_format
 
 MAX_UNIT = 64 << 20         # bytes of input per unit at most
 MIN_UNIT = 1 << 20
@@ -44,7 +45,9 @@ def expand_inputs(cc: CorpusConfig, errors: ErrorLog) -> list[tuple[str, dict]]:
             errors.add(p, "missing", "no such file, directory or glob match (corpus.inputs[].path)")
             continue
         for f in files:
-            out.append((f, dict(source=spec.source or default_source, format=spec.format, encoding=spec.encoding,
+            # format: auto resolved here, once per file, so the plan (and the manifest's licenses) name it
+            fmt = spec.format if spec.format != "auto" else sniff_format(f)
+            out.append((f, dict(source=spec.source or default_source, format=fmt, encoding=spec.encoding,
                                 text_field=spec.text_field, doc_sep=spec.doc_sep, json_path=spec.json_path,
                                 utterance_form=spec.utterance_form, pii=spec.pii,
                                 normalize_repeats=spec.normalize_repeats,

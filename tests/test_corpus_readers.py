@@ -4,21 +4,25 @@ from __future__ import annotations
 import bz2
 import gzip
 import json
+import zipfile
+from pathlib import Path
 
 import pytest
 import zstandard
 
-from corpus.readers import ErrorLog, Segment, detect_encoding, read_segment, wiki_to_text
+from corpus.readers import ErrorLog, Segment, detect_encoding, detect_format, read_segment, wiki_to_text
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 MAX_LINE = 1 << 20
 
 
-def read(path, **kw):
+def read(path, meta=None, **kw):
     errors = ErrorLog()
     counts: dict = {}
     max_line = kw.pop("max_line", MAX_LINE)
     seg = Segment(str(path), source=kw.pop("source", "s"), **kw)
-    docs = list(read_segment(seg, errors, lambda n: None, max_line, counts))
+    docs = list(read_segment(seg, errors, lambda n: None, max_line, counts, meta))
     return docs, errors, counts
 
 
@@ -158,3 +162,131 @@ def test_bad_input_is_recorded_not_raised(tmp_path):
     assert docs == [] and errors.counts == {"empty": 1}
     docs, errors, _ = read(tmp_path / "nope.txt", format="text")
     assert docs == [] and errors.counts == {"missing": 1}
+
+
+@pytest.mark.parametrize("comp", ["gz", "zst"])
+def test_jsonl_nested_text_field(tmp_path, comp):
+    recs = [{"meta": {"id": i}, "body": {"content": f"본문 {i}"}} for i in range(3)] + [{"body": "평문"}]
+    data = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in recs).encode()
+    p = tmp_path / f"n.jsonl.{comp}"
+    p.write_bytes(gzip.compress(data) if comp == "gz" else zstandard.ZstdCompressor().compress(data))
+    docs, errors, _ = read(p, text_field="body.content")
+    assert [t for t, _ in docs] == ["본문 0", "본문 1", "본문 2"]
+    assert errors.counts == {"json_field": 1} and errors.entries[0]["line"] == 4
+
+
+def test_format_auto_detection():
+    nikl = (FIXTURES / "nikl_newspaper.json").read_bytes()
+    namu = (FIXTURES / "namuwiki_dump.json").read_bytes()
+    assert detect_format("NXRW2300000001.json", nikl) == "nikl"
+    assert detect_format("MXRW.json", (FIXTURES / "nikl_messenger.json").read_bytes()) == "nikl"
+    assert detect_format("namuwiki_20210301.json", namu) == "namuwiki"
+    assert detect_format("x.zip", b"PK\x03\x04....") == "aihub"
+    assert detect_format("train-00000.parquet", b"PAR1....") == "parquet"
+    assert detect_format("data-00000-of-00001.arrow", b"\xff\xff\xff\xff") == "parquet"
+    assert detect_format("news.json", b'{"text": "document"}\n') == "jsonl"
+    assert detect_format("a.json", (FIXTURES / "aihub_summary.json").read_bytes()) == "jsonl"  # aihub: say so
+    assert detect_format("a.txt", b"plain text\n") == "text"
+
+
+def test_nikl_written_layout_keeps_title_and_date(tmp_path):
+    meta: dict = {}
+    docs, errors, counts = read(FIXTURES / "nikl_newspaper.json", meta=meta, source="nikl")
+    assert [d for _, d in docs] == ["nikl:nikl_newspaper.json:NXRW2300000001.1",
+                                    "nikl:nikl_newspaper.json:NXRW2300000001.2"]
+    assert docs[0][0] == ("시립 도서관이 이번 달부터 주말에도 밤 아홉 시까지 문을 연다.\n"
+                          "도서관 측은 직장인 이용자의 요청이 많았다고 설명했다. 문의는 <|tel|>로 하면 된다.")
+    assert meta[docs[0][1]] == {"title": "시립 도서관, 주말 야간 개관 시작", "date": "20230105", "author": "김기자",
+                                "publisher": "가상일보", "topic": "사회"}
+    assert counts["pii"]["tel"] == 1
+    # the empty document is reported with its id, the rest read
+    assert errors.counts == {"nikl_record": 1} and "NXRW2300000001.3" in errors.entries[0]["error"]
+
+
+def test_nikl_spoken_layout_merges_speakers(tmp_path):
+    docs, errors, counts = read(FIXTURES / "nikl_messenger.json", format="nikl")
+    assert docs[0][0] == "주말에 뭐 해? 랑 영화 볼까 생각 중이야\n좋다 나도 끼워 줘 ㅋㅋㅋ\n그래 같이 가자"
+    assert counts["placeholders"]["docs"] == 1 and counts["repeats"]["docs"] == 1
+    docs, _, _ = read(FIXTURES / "nikl_messenger.json", format="nikl", utterance_form="original_form",
+                      drop_placeholders=False, normalize_repeats=False)
+    assert docs[0][0] == "주말에 머해?? &name2&랑 영화볼까 생각중\n조타 나도 껴줘 ㅋㅋㅋㅋㅋㅋ\n그래 같이 가자~~"
+    assert not errors.entries
+
+
+def test_nikl_streams_and_reports_a_damaged_file(tmp_path):
+    doc = {"id": "D.{}", "metadata": {"title": "t"}, "paragraph": [{"id": "p", "form": "문단 {}"}]}
+    body = ",".join(json.dumps(doc, ensure_ascii=False).replace("{}", str(i)) for i in range(2000))
+    data = ('{"id": "D", "metadata": {}, "document": [' + body + "]}").encode()
+    p = tmp_path / "D.json.zst"
+    p.write_bytes(zstandard.ZstdCompressor().compress(data[: len(data) * 3 // 4]))   # cut short
+    docs, errors, _ = read(p, format="auto")
+    assert 1450 < len(docs) < 1550 and docs[7][0] == "문단 7"
+    assert errors.counts == {"json": 1} and "offset" in errors.entries[0]
+    got = []
+    for r in range(3):
+        got += [d for _, d in read(p, stride=(3, r))[0]]
+    assert sorted(got) == sorted(d for _, d in docs)
+
+
+def test_aihub_zip_members_and_bad_ones(tmp_path):
+    good = (FIXTURES / "aihub_summary.json").read_bytes()
+    p = tmp_path / "017.문서요약.zip"
+    with zipfile.ZipFile(p, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("Training/a.json", good)
+        z.writestr("Training/b.json", b"\xef\xbb\xbf" + good)          # with a UTF-8 BOM
+        z.writestr("Training/broken.json", good[:100])
+        z.writestr("Training/other.json", b'{"rows": []}')
+        z.writestr("Training/readme.txt", "설명")
+        z.writestr("Training/inner.zip", b"PK\x03\x04")
+    docs, errors, counts = read(p, json_path="SJML.text[].content", source="aihub")
+    texts = [t for t, _ in docs]
+    assert texts == [" 씨는 오늘 지역 축제에 참석했다고 밝혔다. 축제는 사흘 동안 열린다.",
+                     "시는 새 공원을 만들 계획이다. 공원에는 산책로와 작은 연못이 생긴다."] * 2
+    assert docs[0][1] == "aihub:017.문서요약.zip/Training/a.json:0"
+    assert counts["placeholders"] == {"docs": 2, "bytes": 2 * len("(이름)".encode())}
+    assert errors.counts == {"json": 1, "aihub_path": 1, "aihub_member": 1}
+    assert {e["error"].split(":")[0] for e in errors.entries} == {"Training/broken.json", "Training/other.json",
+                                                                  "Training/inner.zip"}
+    shares = [[t for t, _ in read(p, json_path="SJML.text[].content", stride=(2, r))[0]] for r in range(2)]
+    assert sorted(shares[0] + shares[1]) == sorted(texts) and shares[0] and shares[1]
+
+
+def test_namuwiki_dump(tmp_path):
+    p = tmp_path / "namuwiki.json.bz2"
+    p.write_bytes(bz2.compress((FIXTURES / "namuwiki_dump.json").read_bytes()))
+    meta: dict = {}
+    docs, errors, counts = read(p, meta=meta, source="namu")
+    assert [d for _, d in docs] == ["namu:namuwiki.json.bz2:가상의 섬", "namu:namuwiki.json.bz2:숫자 문서"]
+    assert docs[0][0] == ("개요\n가상의 섬은 서해에 있다고 설정된 작은 섬이다.\n역사\n옛날에는 등대만 있었다.\n"
+                          "지금은  작은 마을이 있다.")
+    assert docs[1][0] == "이 문서는 1990년부터 10년 동안의 일을 다룬다."
+    assert meta[docs[0][1]] == {"title": "가상의 섬"}
+    assert counts["namu_redirect"]["docs"] == 1 and counts["namu_non_article"]["docs"] == 1
+    assert "pii" not in counts and not errors.entries
+
+
+def test_parquet_and_arrow_by_row_group(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    texts = [f"파케이 문서 {i}" for i in range(10)]
+    table = pa.table({"id": list(range(10)), "title": [f"제목 {i}" for i in range(10)], "text": texts,
+                      "nested": [{"body": t} for t in texts]})
+    p = tmp_path / "train-00000-of-00001.parquet"
+    pq.write_table(table, p, row_group_size=3)
+    meta: dict = {}
+    docs, errors, _ = read(p, meta=meta, source="hf")
+    assert [t for t, _ in docs] == texts and docs[4][1] == "hf:train-00000-of-00001.parquet:1:1"
+    assert meta[docs[4][1]] == {"title": "제목 4"} and not errors.entries
+    assert [t for t, _ in read(p, text_field="nested.body")[0]] == texts
+    shares = [[t for t, _ in read(p, stride=(2, r))[0]] for r in range(2)]
+    assert sorted(shares[0] + shares[1]) == sorted(texts) and len(shares[0]) == 6
+    docs, errors, _ = read(p, text_field="body")
+    assert docs == [] and errors.counts == {"parquet_field": 1} and "id, title, text" in errors.entries[0]["error"]
+    # Arrow IPC stream (what datasets.save_to_disk writes), with a null value
+    a = tmp_path / "data-00000-of-00001.arrow"
+    t2 = pa.table({"text": ["하나", None, "셋"]})
+    with pa.OSFile(str(a), "wb") as f, pa.ipc.new_stream(f, t2.schema) as w:
+        w.write_table(t2)
+    docs, errors, _ = read(a)
+    assert [t for t, _ in docs] == ["하나", "셋"] and errors.counts == {"parquet_value": 1}

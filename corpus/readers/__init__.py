@@ -14,8 +14,9 @@ file and line, byte offset or record position) and reading goes on with the next
 from corpus.readers.base import (BLOCK, HEAD, MAX_ERRORS_PER_KIND, SNIFF, ErrorLog, Segment,  # noqa: F401
                                  compression_of, get_field, open_stream)
 from corpus.readers.detect import detect_encoding, detect_format  # noqa: F401
-from corpus.readers.segment import read_segment  # noqa: F401
+from corpus.readers.segment import license_notes, read_segment  # noqa: F401
 from corpus.wiki import read_wiki_pages, wiki_to_text  # noqa: F401
 
 __all__ = ["BLOCK", "HEAD", "MAX_ERRORS_PER_KIND", "SNIFF", "ErrorLog", "Segment", "compression_of", "get_field",
-           "open_stream", "detect_encoding", "detect_format", "read_segment", "read_wiki_pages", "wiki_to_text"]
+           "open_stream", "detect_encoding", "detect_format", "read_segment", "license_notes", "read_wiki_pages",
+           "wiki_to_text"]

@@ -143,18 +143,24 @@ class Prefixed(io.RawIOBase):
 
     def __init__(self, head: bytes, stream):
         self.head, self.stream = head, stream
+        self.pos = 0   # bytes returned so far (decompressed position, for error reports)
 
     def readable(self) -> bool:
         return True
+
+    def tell(self) -> int:
+        return self.pos
 
     def read(self, n: int = -1) -> bytes:
         if self.head:
             if n is None or n < 0:
                 out, self.head = self.head + self.stream.read(), b""
-                return out
-            out, self.head = self.head[:n], self.head[n:]
-            return out
-        return self.stream.read(n)
+            else:
+                out, self.head = self.head[:n], self.head[n:]
+        else:
+            out = self.stream.read(n)
+        self.pos += len(out)
+        return out
 
     def readinto(self, b) -> int:
         data = self.read(len(b))

@@ -16,7 +16,7 @@ import codecs
 import os
 import re
 
-from corpus.readers.base import base_name
+from corpus.readers.base import HEAD, base_name, compression_of, open_stream
 
 _NIKL_DOC = re.compile(rb'"document"\s*:\s*\[')
 _NIKL_BODY = re.compile(rb'"(?:paragraph|utterance)"\s*:\s*\[')
@@ -50,6 +50,21 @@ def detect_format(path: str, head: bytes) -> str:
 
 
 HEAD_JSON = 1 << 16
+
+
+def sniff_format(path: str) -> str:
+    """detect_format on the file's decompressed first bytes; "auto" if the file cannot be read (the
+    reader reports that)."""
+    try:
+        stream, raw = open_stream(path, compression_of(path))
+        try:
+            head = stream.read(HEAD)
+        finally:
+            stream.close()
+            raw.close()
+    except Exception:   # corrupt stream, unreadable file: left to the reader, which records it
+        return "auto"
+    return detect_format(path, head)
 
 
 def utf8_valid_fraction(sample: bytes) -> float:

@@ -136,10 +136,11 @@ def _read_format(fmt: str, seg: Segment, stream, raw, head: bytes, sniff: bytes,
         return read_namuwiki(src, seg, name, errors, tick, mine, counts)
     if fmt == "aihub":
         from corpus.readers.aihub import read_aihub
-        return read_aihub(seg.path, src, seg, name, errors, tick, mine, head.startswith(b"PK\x03\x04"))
+        is_zip = head.startswith(b"PK\x03\x04")
+        return read_aihub(raw if is_zip else src, seg, name, errors, tick, mine, is_zip)
     if fmt == "parquet":
         from corpus.readers.parquet import read_parquet
-        return read_parquet(seg.path, seg, name, errors, tick)
+        return read_parquet(seg.path, seg, name, errors, tick, None if comp else raw)
     enc = _resolve_encoding(seg, seg.path, sniff)
     if enc.startswith("utf-16") or enc.startswith("utf-32") or enc.startswith("utf_16"):
         if report_file_errors:
@@ -155,3 +156,15 @@ def _read_format(fmt: str, seg: Segment, stream, raw, head: bytes, sniff: bytes,
             yield from read_text(seg, src, start, prev_blank, dec, max_line, errors, name, tick, lineno0, mine)
         dec.finish()
     return gen()
+
+
+def license_notes(units: list[dict]) -> dict:
+    """{source: note} for the sources of a plan whose format carries license terms (namuwiki)."""
+    from corpus.readers.namuwiki import LICENSE_NOTE
+
+    out = {}
+    for u in units:
+        for sd in u["segments"]:
+            if sd.get("format") == "namuwiki":
+                out[sd["source"]] = LICENSE_NOTE
+    return out
