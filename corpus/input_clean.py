@@ -31,7 +31,7 @@ _REPEAT_VOWEL = re.compile(r"([ㅏ-ㅣ])\1{2,}")
 _REPEAT_PUNCT = re.compile(r"([!?.~])\1{3,}")
 _DEID_WORDS = (r"이름|성명|성함|주소|소속|전화번호|연락처|휴대폰번호|계좌번호|카드번호|주민번호|주민등록번호|이메일|"
                r"학교|학교명|회사|회사명|직장|기관|기관명|지역|지명|나이|생년월일|날짜|아이디|상호|상호명|URL|url")
-_DEID = re.compile(r"[ \t]?(?:\((?:" + _DEID_WORDS + r")\d*\)|#@(?:[가-힣A-Za-z]+)(?:#[가-힣A-Za-z0-9]+)*#"
+_DEID = re.compile(r"(?:\((?:" + _DEID_WORDS + r")\d*\)|#@(?:[가-힣A-Za-z]+)(?:#[가-힣A-Za-z0-9]+)*#"
                    r"|&(?:name|address|account|card-num|num|phone|tel|email|social-security-num|company-name|"
                    r"affiliation|school|url|other|birthday|id|passport|car-num|cellphone)\d*&)")
 _JAMO = re.compile(r"[ㄱ-ㅣ]")
