@@ -1,7 +1,10 @@
 """MediaWiki XML dumps: article pages as plain text.
 
 Markup is converted with mwparserfromhell, not regexes: templates, tables, refs, comments, files,
-categories and the "see also"/references sections are dropped, link text is kept. Redirects and
+categories and the "see also"/references sections are dropped, link text is kept. Templates that
+carry article text (`{{lang|en|Seoul}}`, `{{llang|..}}`, `{{lang-en|..}}`, `{{음역|..}}`, `{{convert|5|km}}`,
+see _TEXT_TEMPLATES) keep it; rendered error messages ("인용 오류: ...") and links the parser leaves
+as text (a title holding `<` or `>`) do not reach the output. Redirects and
 pages outside the article namespace (ns 0) are skipped and counted. The XML is parsed as a stream
 (iterparse, finished pages cleared), so memory stays flat over a multi-GB dump.
 """
@@ -20,6 +23,46 @@ _SKIP_TAGS = {"ref", "references", "table", "gallery", "math", "chem", "ce", "sc
 _DROP_SECTIONS = {"각주", "주석", "출처", "참고 문헌", "참고문헌", "외부 링크", "외부링크", "같이 보기", "함께 보기",
                   "관련 항목", "참조", "references", "notes", "see also", "external links", "further reading"}
 _MAGIC_WORD = re.compile(r"__[A-Z]+__")
+# Templates that carry article text (kowiki and enwiki names, lower case, spaces as written): the
+# 1-based positional parameter whose text is kept; "last" = the last positional one (transliterations),
+# "join" = the positional ones joined by a space (a value and its unit). Every other template is dropped.
+_TEXT_TEMPLATES = {"lang": 2, "llang": 2, "언어": 2, "lang2": 2, "nowrap": 1, "nobr": 1, "small": 1, "big": 1,
+                   "작은글씨": 1, "큰글씨": 1, "작게": 1, "크게": 1, "ill": 1, "illm": 1, "interlanguage link": 1,
+                   "음역": "last", "transl": "last", "transliteration": "last", "convert": "join", "변환": "join",
+                   "cvt": "join"}
+# Error messages MediaWiki renders into a page ("인용 오류: <ref> 태그가 ..."), found pasted into
+# wikitext and in rendered-text dumps: from the message to the end of its line goes.
+RENDER_ERROR = re.compile(r"(?:인용 오류|틀 오류|스크립트 오류|Lua 오류|표현식 오류|Cite error|Script error|Lua error|"
+                          r"Expression error)\s*:[^\n]*")
+# A link the parser rejects (a title holding < or >) stays as text: its shown text or title is kept.
+_LEFT_LINK = re.compile(r"\[\[([^\[\]|]*)(?:\|([^\[\]]*))?\]\]")
+
+
+def strip_render_errors(text: str) -> str:
+    """`text` without rendered MediaWiki error messages (cheap when there is none)."""
+    if "오류" not in text and "rror" not in text:
+        return text
+    return RENDER_ERROR.sub("", text)
+
+
+def _template_text(node, strip) -> str:
+    """The article text a template carries ("" for the templates that carry none)."""
+    name = str(node.name).strip().lower().replace("_", " ")
+    rule = _TEXT_TEMPLATES.get(name, 1 if name.startswith("lang-") else None)
+    if rule is None:
+        return ""
+    pos = [p for p in node.params if not p.showkey]
+    if rule == "join":
+        return " ".join(strip(p.value).strip() for p in pos[:2])
+    if rule == "last":
+        return strip(pos[-1].value).strip() if pos else ""
+    return strip(pos[rule - 1].value).strip() if len(pos) >= rule else ""
+
+
+def _left_link(m: re.Match) -> str:
+    if m.group(2) is not None:
+        return m.group(2)
+    return "" if _NS_PREFIX.match(m.group(1)) else m.group(1)
 
 
 def wiki_to_text(wikitext: str) -> str:
@@ -63,12 +106,16 @@ def wiki_to_text(wikitext: str) -> str:
                     out.append(strip(node.contents))
             elif isinstance(node, HTMLEntity):
                 out.append(node.normalize())
-            elif isinstance(node, (Template, Comment)):
+            elif isinstance(node, Template):
+                out.append(_template_text(node, strip))
+            elif isinstance(node, Comment):
                 continue
         return "".join(out)
 
     text = strip(mw.parse(wikitext, skip_style_tags=True))
-    return _MAGIC_WORD.sub("", text)
+    if "[[" in text:
+        text = _LEFT_LINK.sub(_left_link, text)
+    return strip_render_errors(_MAGIC_WORD.sub("", text))
 
 
 def read_wiki_pages(stream: BinaryIO, source: str, name: str, errors: Any, tick: Callable[[], None],

@@ -109,6 +109,17 @@ def test_wiki_to_text_keeps_link_text():
     assert wiki_to_text("[[서울|수도 서울]]과 [http://x.org 외부] 링크 &amp; 끝").strip() == "수도 서울과 외부 링크 & 끝"
 
 
+def test_wiki_text_templates_errors_and_odd_links():
+    src = ("서울({{lang|en|Seoul}}, {{llang|ja|ソウル}}, {{lang-zh|漢城}}, {{음역|ja|東京|도쿄}})은 {{convert|605|km2}}의 "
+           "도시이다.{{각주 필요}}{{도시 정보|이름=서울}}\n"
+           "한강이 흐른다.인용 오류: <ref> 태그가 잘못되었습니다; 이름이 없는 주석\n"
+           "Cite error: The named reference was invoked but never defined\n"
+           "[[a<b|보이는 글]]과 [[x>y]]와 [[파일:a<b.jpg]] 끝")
+    text = wiki_to_text(src)
+    assert text.split("\n") == ["서울(Seoul, ソウル, 漢城, 도쿄)은 605 km2의 도시이다.", "한강이 흐른다.", "",
+                                 "보이는 글과 x>y와  끝"]
+
+
 @pytest.mark.parametrize("doc_sep", ["line", "blank"])
 def test_byte_ranges_cover_every_document_once(tmp_path, doc_sep):
     sep = "\n" if doc_sep == "line" else "\n\n"

@@ -6,7 +6,8 @@ column, when there is one, goes to the document's metadata. Arrow files may be i
 format or the stream format `datasets.save_to_disk` writes. Shares: with k readers per file, reader i
 takes row groups i, i+k, ... Documents are `source:file:rowgroup:row`. A missing column is reported
 once with the columns the file has; an unreadable row group is reported and skipped; null or
-non-string values are counted (`parquet_value`).
+non-string values are counted (`parquet_value`). Rendered MediaWiki error messages ("인용 오류: ...",
+which rendered Wikipedia datasets carry) are removed (corpus/wiki.py strip_render_errors).
 """
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import os
 from typing import Callable, Iterator
 
 from corpus.readers.base import ErrorLog, Segment, get_field
+from corpus.wiki import strip_render_errors
 
 BATCH_ROWS = 4096   # rows converted to Python at once (bounds memory on huge row groups)
 
@@ -71,7 +73,8 @@ def read_parquet(path: str, seg: Segment, name: str, errors: ErrorLog, tick: Cal
                         v = get_field({col: v}, seg.text_field)
                     if isinstance(v, str):
                         meta = {"title": titles[j]} if titles is not None and isinstance(titles[j], str) else {}
-                        yield v.replace("\x00", ""), f"{seg.source}:{name}:{g}:{row + j}", meta
+                        # rendered-text dumps (wikimedia/wikipedia) carry MediaWiki's error messages
+                        yield strip_render_errors(v.replace("\x00", "")), f"{seg.source}:{name}:{g}:{row + j}", meta
                     else:
                         errors.add(name, "parquet_value", f"row group {g} row {row + j}: {seg.text_field} is "
                                    f"{type(v).__name__}, not a string; skipped")
