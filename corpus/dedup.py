@@ -4,8 +4,11 @@ Split of work:
 * workers (`DedupHasher`, many processes): a 64-bit hash of each document's cleaned text (exact
   dedup) and, for documents of at least `dedup.min_chars` characters, the LSH band keys of its
   MinHash signature (near dedup), computed in numpy for a whole batch at once;
-* the parent (`DedupIndex`, one process): keeps every key seen so far and decides, in arrival order,
-  which documents are duplicates of an earlier one. The decision sees the whole corpus, not a file.
+* the coordinator (one process): once every unit is hashed, `plan_order_duplicates` decides for the
+  whole corpus at once (sorting the keys) which documents are duplicates of one earlier in plan
+  order, so the result never depends on which worker finished first. `DedupIndex` makes the same
+  decisions incrementally, batch by batch (kept for callers that stream). The decision sees the
+  whole corpus, not a file.
 
 MinHash: character `shingle_chars`-grams of the cleaned text, hashed with a 64-bit polynomial
 rolling hash and a mixing step; `b * r <= num_perm` permutations h_i(x) = (a_i x + c_i) mod 2^64
@@ -17,9 +20,9 @@ without pairwise verification, as in text-dedup/datatrove). We hash ourselves in
 datasketch's `MinHash.bulk` because that hashes each shingle with sha1 in Python (~1 us per
 shingle; see bench/corpus_throughput.py), which alone would be slower than the whole stage.
 
-Memory: the parent's index holds 8 bytes per kept document (exact) plus 8 * b bytes per
-near-checked document, in sorted numpy arrays; it grows with the number of documents, not bytes
-(e.g. 30 M documents with b=5: ~1.4 GB). Nothing else in the stage grows with the corpus.
+Memory: the coordinator holds 8 bytes per kept document (exact) plus 8 * b bytes per near-checked
+document, and the sort needs ~3x that for a moment; it grows with the number of documents, not
+bytes (e.g. 30 M documents with b=5: ~1.4 GB of keys, ~4 GB peak while sorting).
 """
 from __future__ import annotations
 
@@ -254,3 +257,40 @@ class DedupIndex:
     def stats(self) -> dict:
         return {"index_exact_keys": len(self.exact), "index_near_keys": len(self.near),
                 "index_bytes": self.exact.nbytes + self.near.nbytes}
+
+
+def first_occurrence(keys: np.ndarray) -> np.ndarray:
+    """Bool mask (n,): keys[i] is the first occurrence of its value in `keys` (stable sort, O(n log n))."""
+    first = np.zeros(len(keys), dtype=bool)
+    if len(keys):
+        first[np.unique(keys, return_index=True)[1]] = True   # return_index sorts stably: earliest index
+    return first
+
+
+def plan_order_duplicates(cfg: DedupConfig, exact: np.ndarray, near_rows: np.ndarray, near_keys: np.ndarray
+                          ) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Duplicate decisions for a whole corpus at once, as if its documents arrived in plan order.
+
+    exact (n,) uint64: every kept document's content hash, in plan order; near_rows (m,) int64:
+    increasing indices (into exact) of the near-checked documents; near_keys (m, bands) uint64.
+    Returns (exact_dup (n,) bool, near_dup (n,) bool, index stats). The same rules as feeding
+    `DedupIndex.decide` batch after batch in plan order: a document is an exact duplicate when an
+    earlier one has its hash; a near duplicate when it is not an exact one and one of its band keys
+    is a band key of an earlier near-checked, non-exact-duplicate document (duplicates' keys count
+    too). Being a function of the plan order only, the result does not depend on which worker
+    finished first. Memory: ~3x the keys (sort).
+    """
+    n = len(exact)
+    ex_dup = ~first_occurrence(exact) if cfg.exact and n else np.zeros(n, dtype=bool)
+    near_dup = np.zeros(n, dtype=bool)
+    n_near = 0
+    if cfg.near and len(near_rows):
+        live = ~ex_dup[near_rows]
+        rows, keys = near_rows[live], near_keys[live]
+        flat = keys.reshape(-1)                         # row-major: plan order, then band
+        hit = ~first_occurrence(flat)
+        near_dup[rows[hit.reshape(keys.shape).any(axis=1)]] = True
+        n_near = len(flat)
+    n_exact = int(n - ex_dup.sum()) if cfg.exact else 0
+    return ex_dup, near_dup, {"index_exact_keys": n_exact, "index_near_keys": n_near,
+                              "index_bytes": 8 * (n_exact + n_near)}

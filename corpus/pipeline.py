@@ -7,16 +7,24 @@ small files packed together, or one k-th share of a compressed file / wiki dump.
 in `<out_dir>/.progress/plan.json` and reused by a rerun with the same inputs and config (the
 number of workers may change).
 
-Processes: `workers` processes read, clean, filter and hash their units, sending batches of
-documents (JSONL bytes + dedup keys, ~2 MB) to the parent. The parent holds the corpus-wide dedup
-index (corpus/dedup.py), decides which documents are duplicates, and writes each unit's surviving
-documents to its own zstd part(s) under `.progress/`. A unit is finished when its parts are renamed
-into place, its dedup keys saved (`unit-N.keys.npz`) and its record `unit-N.json` written, in that
-order; a rerun loads the keys of finished units into the index and skips them. At the end the parts
-are renamed to `part-00000.jsonl.zst`... in unit order and `manifest.json` is written last.
+Processes, in two passes (the plan, and so the output, does not depend on the number of workers):
+1. `workers` processes each take a unit, read, clean, filter and hash it, and write the documents
+   the filters keep to `.progress/stage1/unit-N.jsonl.zst`, their dedup keys (exact hash, LSH band
+   keys, text bytes) to `.progress/unit-N.keys.npz` and the unit's record `stage1/unit-N.json`, in
+   that order. The coordinator receives only that record and progress counts: no text.
+2. When every unit is hashed, the coordinator decides the duplicates of the whole corpus at once,
+   in plan order (corpus/dedup.py `plan_order_duplicates`: sorting keys, O(documents)), so the
+   result never depends on which worker finished first. The workers then write each unit's
+   documents minus its duplicates to its final zstd part(s) under `.progress/`; the coordinator
+   writes the unit's final record `unit-N.json` and deletes its pass-1 documents.
+A rerun reuses every finished pass-1 unit and final unit (the decision is recomputed from the key
+files: it is cheap and deterministic). At the end the parts are renamed to `part-00000.jsonl.zst`...
+in unit order and `manifest.json` is written last.
 
-Memory: workers hold one batch and the reader's block; the parent holds one zstd stream per unit in
-progress, a bounded queue of batches, and the dedup index (grows with the number of documents).
+Memory: a worker holds one batch and the reader's block (pass 1) or one unit's text (pass 2); the
+coordinator holds every document's keys during the decision (~8 + 8 * bands bytes per document and
+~3x that while sorting: grows with documents, not bytes). Disk: pass-1 documents (zstd level 1)
+exist beside the final parts until each unit is finished.
 """
 from __future__ import annotations
 
@@ -30,12 +38,14 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 import numpy as np
+import zstandard
 
 from common.config import ConfigError, save_resolved, to_dict
 from common.io import read_json, write_json_atomic
 from common.schema import Config, CorpusConfig
 from corpus.clean import FILTERS, MODIFIERS, Cleaner
-from corpus.dedup import DedupHasher, DedupIndex
+from common.progress import Progress
+from corpus.dedup import DedupHasher, plan_order_duplicates
 from corpus.docs import FORMAT, MANIFEST, PartWriter, encode_doc
 from corpus.plan import expand_inputs, fingerprint, plan_units
 from corpus.readers import ErrorLog, Segment, read_segment
@@ -45,88 +55,157 @@ log = logging.getLogger("corpus")
 PROGRESS = ".progress"
 BATCH_CHARS = 2_000_000     # characters of raw text per batch sent to the parent
 BATCH_DOCS = 8192
+STAGE1 = "stage1"           # .progress/stage1/: each unit's pass-1 documents (before dedup) and record
+FINISH_PIECE = 2 << 20      # pass 2 writes a unit's documents in pieces of about this many bytes
 
 
 # ----------------------------------------------------------------------------------------------------
-# worker side
+# worker side. Pass 1: read, clean, filter and hash a unit; write its kept documents and its keys.
+# Pass 2 (after the coordinator's dedup decision): write the unit's final parts without duplicates.
 
 
-class _UnitState:
-    __slots__ = ("progress",)
+def _save_npz(path: Path, arrays: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp, path)
 
-    def __init__(self) -> None:
-        self.progress = 0
 
+def clean_unit(unit: dict, cc: CorpusConfig, cleaner: Cleaner, hasher: DedupHasher, prog: Path,
+               progress: Callable[[int], None]) -> dict:
+    """Pass 1 of a unit; returns its pass-1 record (also saved, last, as .progress/stage1/unit-N.json).
 
-def process_unit(unit: dict, cc: CorpusConfig, cleaner: Cleaner, hasher: DedupHasher) -> Iterator[tuple]:
-    """Read, clean, filter and hash one unit. Yields ("batch", unit_id, payload) messages and finally
-    ("done", unit_id, {"errors", "error_counts", "skipped"})."""
+    Writes .progress/stage1/unit-N.jsonl.zst (every document the filters keep, zstd level 1) and
+    .progress/unit-N.keys.npz: per kept document its exact hash, text bytes and source index, and
+    the near-checked documents' LSH band keys — all the coordinator needs to decide duplicates.
+    progress(n) gets on-disk bytes read (about once per ~2 MB batch).
+    """
     uid = unit["id"]
+    t0 = time.time()
     errors = ErrorLog()
     skipped: dict = {}
-    st = _UnitState()
     max_line = max(1 << 20, 8 * cc.filters.max_chars)
+    s1 = prog / STAGE1
+    names: list[str] = []
+    sources: dict = {}
+    filters: dict = {}
+    keys: dict = {k: [] for k in ("exact", "near_rows", "near_keys", "text_bytes", "source")}
+    n_docs = 0
+    read = [0]
+    tmp = s1 / f".unit-{uid:05d}.jsonl.zst.tmp"
+    with open(tmp, "wb") as raw, zstandard.ZstdCompressor(level=1).stream_writer(raw, closefd=False) as zw:
+        def batch(texts: list[str], ids: list[str], source: str) -> None:
+            nonlocal n_docs
+            if source not in names:
+                names.append(source)
+            bytes_in = len("".join(texts).encode("utf-8"))
+            cleaned, keep, stats, counts = cleaner.clean_batch(texts)
+            kept = np.flatnonzero(keep)
+            exact, near_rows, near_keys = hasher.hash_batch([cleaned[i] for i in kept])
+            zw.write("".join([encode_doc(cleaned[i], source, ids[i]) + "\n" for i in kept]).encode("utf-8"))
+            for k, v in (("exact", exact), ("near_rows", near_rows + n_docs), ("near_keys", near_keys),
+                         ("text_bytes", stats.bytes[kept].astype(np.int64)),
+                         ("source", np.full(len(kept), names.index(source), np.int32))):
+                keys[k].append(v)
+            n_docs += len(kept)
+            _add(sources, {source: {"docs_in": len(texts), "bytes_in": bytes_in}})
+            _add(filters, counts)
+            progress(read[0])
+            read[0] = 0
 
-    def progress(n: int) -> None:
-        st.progress += n
-
-    for sd in unit["segments"]:
-        seg = Segment.from_dict(sd)
-        texts: list[str] = []
-        ids: list[str] = []
-        chars = 0
-        try:
-            for text, doc_id in read_segment(seg, errors, progress, max_line, skipped):
-                texts.append(text)
-                ids.append(doc_id)
-                chars += len(text)
-                if chars >= BATCH_CHARS or len(texts) >= BATCH_DOCS:
-                    yield "batch", uid, _batch(texts, ids, seg.source, cleaner, hasher, st)
-                    texts, ids, chars = [], [], 0
-        except Exception as e:  # a reader bug must not lose the rest of the corpus: record and go on
-            log.exception("unexpected error reading %s", seg.path)
-            errors.add(os.path.basename(seg.path), "internal", f"{type(e).__name__}: {e}; rest of the segment skipped")
-        if texts or st.progress:
-            yield "batch", uid, _batch(texts, ids, seg.source, cleaner, hasher, st)
+        for sd in unit["segments"]:
+            seg = Segment.from_dict(sd)
+            texts: list[str] = []
+            ids: list[str] = []
+            chars = 0
+            try:
+                for text, doc_id in read_segment(seg, errors, lambda n: read.__setitem__(0, read[0] + n),
+                                                 max_line, skipped):
+                    texts.append(text)
+                    ids.append(doc_id)
+                    chars += len(text)
+                    if chars >= BATCH_CHARS or len(texts) >= BATCH_DOCS:
+                        batch(texts, ids, seg.source)
+                        texts, ids, chars = [], [], 0
+            except Exception as e:  # a reader bug must not lose the rest of the corpus: record and go on
+                log.exception("unexpected error reading %s", seg.path)
+                errors.add(os.path.basename(seg.path), "internal", f"{type(e).__name__}: {e}; rest of the segment skipped")
+            if texts or read[0]:
+                batch(texts, ids, seg.source)
+    os.replace(tmp, s1 / f"unit-{uid:05d}.jsonl.zst")
+    bands = hasher.bands
+    cat = lambda k, empty: np.concatenate(keys[k]) if keys[k] else empty  # noqa: E731
+    _save_npz(prog / f"unit-{uid:05d}.keys.npz", {
+        "exact": cat("exact", np.zeros(0, np.uint64)), "near_rows": cat("near_rows", np.zeros(0, np.int64)),
+        "near_keys": cat("near_keys", np.zeros((0, bands), np.uint64)),
+        "text_bytes": cat("text_bytes", np.zeros(0, np.int64)), "source": cat("source", np.zeros(0, np.int32))})
+    _add(filters, skipped)
     entries, counts = errors.take()
-    yield "done", uid, {"errors": entries, "error_counts": counts, "skipped": skipped}
+    rec = {"unit": uid, "file": f"{STAGE1}/unit-{uid:05d}.jsonl.zst", "keys": f"unit-{uid:05d}.keys.npz",
+           "docs": n_docs, "source_names": names, "sources": sources, "filters": filters, "errors": entries,
+           "error_counts": counts, "seconds": round(time.time() - t0, 3)}
+    write_json_atomic(s1 / f"unit-{uid:05d}.json", rec)
+    return rec
 
 
-def _batch(texts: list[str], ids: list[str], source: str, cleaner: Cleaner, hasher: DedupHasher,
-           st: _UnitState) -> dict:
-    """Clean + filter + hash one batch; the payload sent to the parent."""
-    bytes_in = len("".join(texts).encode("utf-8"))
-    cleaned, keep, stats, counts = cleaner.clean_batch(texts)
-    kept = np.flatnonzero(keep)
-    kt = [cleaned[i] for i in kept]
-    exact, near_rows, near_keys = hasher.hash_batch(kt)
-    lines = [encode_doc(cleaned[i], source, ids[i]) + "\n" for i in kept]
-    blob = "".join(lines).encode("utf-8")
-    # byte length of each JSONL line: one pass over the blob's newlines
-    ends = np.flatnonzero(np.frombuffer(blob, np.uint8) == 10) + 1 if blob else np.zeros(0, np.int64)
-    payload = {"source": source, "blob": blob, "ends": ends.astype(np.int64), "text_bytes": stats.bytes[kept],
-               "exact": exact, "near_rows": near_rows, "near_keys": near_keys, "docs_in": len(texts),
-               "bytes_in": bytes_in, "counts": counts, "progress": st.progress}
-    st.progress = 0
-    return payload
+def finish_unit(rec1: dict, keep: np.ndarray, prog: Path, part_bytes: int) -> list[dict]:
+    """Pass 2 of a unit: its pass-1 documents where `keep` (n,) bool, into final zstd parts.
+
+    Returns the parts ([{"file", "docs", "bytes", "size", "sha256"}], .progress/unit-N-MMM.jsonl.zst).
+    The documents are written in ~2 MB pieces cut at fixed document counts, so the bytes depend only
+    on the unit's content and `keep`. Memory: the unit's pass-1 text (<= ~2x MAX_UNIT).
+    """
+    uid = rec1["unit"]
+    writer = PartWriter(prog, f"unit-{uid:05d}", part_bytes)
+    with open(prog / rec1["file"], "rb") as f:
+        data = zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True).read()
+    with np.load(prog / rec1["keys"]) as z:
+        tb = z["text_bytes"]
+    arr = np.frombuffer(data, np.uint8)
+    ends = np.flatnonzero(arr == 10) + 1
+    assert len(ends) == len(keep) == len(tb), (uid, len(ends), len(keep), len(tb))
+    starts = np.concatenate([[0], ends[:-1]]).astype(np.int64)
+    lo = 0
+    while lo < len(ends):
+        hi = lo + 1 + int(np.searchsorted(ends[lo:], starts[lo] + FINISH_PIECE))
+        hi = min(hi, len(ends))
+        k = keep[lo:hi]
+        piece = arr[starts[lo]:ends[hi - 1]]
+        if not k.all():
+            piece = piece[np.repeat(k, ends[lo:hi] - starts[lo:hi])]
+        writer.write_lines(piece.tobytes(), int(k.sum()), int(tb[lo:hi][k].sum()))
+        lo = hi
+    try:
+        return writer.close()
+    except BaseException:
+        writer.abort()
+        raise
 
 
-def _worker_main(cc_dict: dict, tasks, results) -> None:
+def _worker_main(cc_dict: dict, prog: str, tasks, results) -> None:
     from common.config import build
 
     cc = build(CorpusConfig, cc_dict)
     cleaner, hasher = Cleaner(cc.filters), DedupHasher(cc.dedup)
+    prog_dir = Path(prog)
     while True:
-        unit = tasks.get()
-        if unit is None:
+        task = tasks.get()
+        if task is None:
             return
-        results.put(("start", unit["id"], os.getpid()))
-        for msg in process_unit(unit, cc, cleaner, hasher):
-            results.put(msg)
+        kind, uid, payload = task
+        results.put(("start", uid, os.getpid()))
+        if kind == "clean":
+            rec = clean_unit(payload, cc, cleaner, hasher, prog_dir, lambda n: results.put(("progress", uid, n)))
+            results.put(("stage1", uid, rec))
+        else:
+            rec1, packed, n = payload
+            keep = np.unpackbits(np.frombuffer(packed, np.uint8), count=n).astype(bool)
+            results.put(("done", uid, {"parts": finish_unit(rec1, keep, prog_dir, cc.part_size_mb << 20)}))
 
 
 # ----------------------------------------------------------------------------------------------------
-# parent side
+# coordinator: per unit it receives a record and a keys file, never the text (its work grows with
+# the number of units and, in the dedup decision, documents; not with bytes)
 
 
 def _add(dst: dict, src: dict) -> None:
@@ -137,158 +216,199 @@ def _add(dst: dict, src: dict) -> None:
             dst[k] = dst.get(k, 0) + v
 
 
-class _Unit:
-    """Parent-side state of a unit in progress."""
-
-    def __init__(self, uid: int, prog_dir: Path, part_bytes: int):
-        self.id = uid
-        self.writer = PartWriter(prog_dir, f"unit-{uid:05d}", part_bytes)
-        self.sources: dict = {}
-        self.filters: dict = {}
-        self.dedup = {"exact": {"docs": 0, "bytes": 0}, "near": {"docs": 0, "bytes": 0}}
-        self.keys_exact: list[np.ndarray] = []
-        self.keys_near: list[np.ndarray] = []
-        self.t0 = time.time()
-
-
 class Stage:
     def __init__(self, cfg: Config, workers: int):
         self.cfg, self.cc = cfg, cfg.corpus
         self.workers = workers
         self.out = Path(self.cc.out_dir)
         self.prog = self.out / PROGRESS
-        self.index = DedupIndex(self.cc.dedup)
-        self.active: dict[int, _Unit] = {}
-        self.records: dict[int, dict] = {}
+        self.stage1: dict[int, dict] = {}     # unit id -> pass-1 record
+        self.records: dict[int, dict] = {}    # unit id -> final record (parts written)
+        self.decisions: dict[int, tuple] = {}
+        self.dedup_stats: dict = {}
 
-    # -- one batch ------------------------------------------------------------------------------------
-    def on_batch(self, uid: int, p: dict, bar) -> None:
-        u = self.active[uid]
-        ex_dup, near_dup, ex_add, nk_add = self.index.decide(p["exact"], p["near_rows"], p["near_keys"])
-        u.keys_exact.append(ex_add)
-        u.keys_near.append(nk_add)
-        tb = p["text_bytes"]
-        u.dedup["exact"]["docs"] += int(ex_dup.sum())
-        u.dedup["exact"]["bytes"] += int(tb[ex_dup].sum())
-        u.dedup["near"]["docs"] += int(near_dup.sum())
-        u.dedup["near"]["bytes"] += int(tb[near_dup].sum())
-        keep = ~(ex_dup | near_dup)
-        blob = p["blob"]
-        if not keep.all():
-            lengths = np.diff(np.concatenate([[0], p["ends"]]))
-            blob = np.frombuffer(blob, np.uint8)[np.repeat(keep, lengths)].tobytes()
-        n_out, b_out = int(keep.sum()), int(tb[keep].sum())
-        u.writer.write_lines(blob, n_out, b_out)
-        _add(u.sources, {p["source"]: {"docs_in": p["docs_in"], "bytes_in": p["bytes_in"],
-                                       "docs_out": n_out, "bytes_out": b_out}})
-        _add(u.filters, p["counts"])
-        if bar is not None:
-            bar.update(p["progress"])
-
-    def on_done(self, uid: int, info: dict) -> None:
-        u = self.active.pop(uid)
-        parts = u.writer.close()
-        keys = f"unit-{uid:05d}.keys.npz"
-        with open(self.prog / (keys + ".tmp"), "wb") as f:
-            np.savez(f, exact=np.concatenate(u.keys_exact or [np.zeros(0, np.uint64)]),
-                     near=np.concatenate(u.keys_near or [np.zeros(0, np.uint64)]))
-        os.replace(self.prog / (keys + ".tmp"), self.prog / keys)
-        _add(u.filters, info["skipped"])
-        rec = {"unit": uid, "parts": parts, "sources": u.sources, "filters": u.filters, "dedup": u.dedup,
-               "errors": info["errors"], "error_counts": info["error_counts"], "keys": keys,
-               "seconds": round(time.time() - u.t0, 3)}
-        for e in info["errors"]:
+    # -- events ---------------------------------------------------------------------------------------
+    def on_stage1(self, uid: int, rec: dict) -> None:
+        for e in rec["errors"]:
             where = f" line {e['line']}" if "line" in e else (f" offset {e['offset']}" if "offset" in e else "")
             log.warning("bad input: %s%s: %s", e["file"], where, e["error"])
+        self.stage1[uid] = rec
+
+    def on_done(self, uid: int, info: dict) -> None:
+        """A unit's final parts are written: save its final record, drop its pass-1 documents."""
+        rec1 = self.stage1[uid]
+        keep, dedup, out = self.decisions[uid]
+        sources = {s: dict(v) for s, v in rec1["sources"].items()}
+        for s, v in out.items():
+            _add(sources, {s: v if not info.get("lost") else {"docs_out": 0, "bytes_out": 0}})
+        rec = {"unit": uid, "parts": info["parts"], "sources": sources, "filters": rec1["filters"],
+               "dedup": dedup, "errors": rec1["errors"] + info.get("errors", []),
+               "error_counts": dict(rec1["error_counts"]), "keys": rec1["keys"], "seconds": rec1["seconds"]}
+        _add(rec["error_counts"], info.get("error_counts", {}))
         write_json_atomic(self.prog / f"unit-{uid:05d}.json", rec)
+        (self.prog / rec1["file"]).unlink(missing_ok=True)
         self.records[uid] = rec
+
+    # -- the dedup decision ---------------------------------------------------------------------------
+    def decide(self, units: list[dict]) -> None:
+        """Duplicates over the whole corpus in plan order (corpus/dedup.py), from the units' key files."""
+        ex, rows, nk, tb, src = [], [], [], [], []
+        sizes, base = [], 0
+        for u in units:
+            with np.load(self.prog / self.stage1[u["id"]]["keys"]) as z:
+                ex.append(z["exact"])
+                rows.append(z["near_rows"] + base)
+                nk.append(z["near_keys"])
+                tb.append(z["text_bytes"])
+                src.append(z["source"])
+            sizes.append(len(ex[-1]))
+            base += sizes[-1]
+        bands = nk[0].shape[1] if nk else 1
+        cat = lambda xs, e: np.concatenate(xs) if xs else e  # noqa: E731
+        ex_dup, near_dup, self.dedup_stats = plan_order_duplicates(
+            self.cc.dedup, cat(ex, np.zeros(0, np.uint64)), cat(rows, np.zeros(0, np.int64)),
+            cat(nk, np.zeros((0, bands), np.uint64)))
+        lo = 0
+        for u, n, t, s in zip(units, sizes, tb, src):
+            e, d = ex_dup[lo:lo + n], near_dup[lo:lo + n]
+            keep = ~(e | d)
+            names = self.stage1[u["id"]]["source_names"]
+            out = {name: {"docs_out": int((keep & (s == i)).sum()), "bytes_out": int(t[keep & (s == i)].sum())}
+                   for i, name in enumerate(names)}
+            dedup = {"exact": {"docs": int(e.sum()), "bytes": int(t[e].sum())},
+                     "near": {"docs": int(d.sum()), "bytes": int(t[d].sum())}}
+            self.decisions[u["id"]] = (keep, dedup, out)
+            lo += n
 
     # -- the run --------------------------------------------------------------------------------------
     def run(self, units: list[dict], total_bytes: int) -> None:
-        pending = [u for u in units if u["id"] not in self.records]
-        from tqdm import tqdm
-
-        done_bytes = sum(u["bytes"] for u in units if u["id"] in self.records)
-        tqdm.monitor_interval = 0   # no monitor thread: worker processes are forked after this
-        bar = tqdm(total=total_bytes, initial=done_bytes, unit="B", unit_scale=True, desc="clean",
-                   mininterval=0.5, smoothing=0.1)
+        pending = [u for u in units if u["id"] not in self.stage1]
+        done_bytes = sum(u["bytes"] for u in units if u["id"] in self.stage1)
+        (self.prog / STAGE1).mkdir(parents=True, exist_ok=True)
+        bar = Progress("clean", total=total_bytes, initial=done_bytes, unit="B", logger=log)
+        procs: dict = {}
+        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context("spawn")
+        n = min(self.workers, max(len(pending), 1))
+        serial = self.workers <= 1 or len(units) <= 1
+        tasks, results = (None, None) if serial else (ctx.Queue(), ctx.Queue(maxsize=64 * n))
         try:
-            if self.workers <= 1 or len(pending) <= 1:
-                self._run_serial(pending, bar)
+            if serial:
+                cleaner, hasher = Cleaner(self.cc.filters), DedupHasher(self.cc.dedup)
+                for unit in pending:
+                    self.on_stage1(unit["id"], clean_unit(unit, self.cc, cleaner, hasher, self.prog, bar.update))
             else:
-                self._run_parallel(pending, bar)
+                cc_dict = to_dict(self.cc)
+                for _ in range(n):
+                    self._spawn(ctx, procs, cc_dict, tasks, results)
+                self._pump(ctx, procs, cc_dict, tasks, results, [("clean", u["id"], u) for u in pending], bar)
+        except BaseException:
+            self._stop(procs, tasks, force=True)
+            raise
         finally:
             bar.close()
-
-    def _run_serial(self, pending: list[dict], bar) -> None:
-        cleaner, hasher = Cleaner(self.cc.filters), DedupHasher(self.cc.dedup)
-        for unit in pending:
-            self.active[unit["id"]] = _Unit(unit["id"], self.prog, self.cc.part_size_mb << 20)
-            for kind, uid, payload in process_unit(unit, self.cc, cleaner, hasher):
-                self.on_batch(uid, payload, bar) if kind == "batch" else self.on_done(uid, payload)
-
-    def _run_parallel(self, pending: list[dict], bar) -> None:
-        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else mp.get_context("spawn")
-        n = min(self.workers, len(pending))
-        tasks, results = ctx.Queue(), ctx.Queue(maxsize=4 * n)
-        for u in pending:
-            tasks.put(u)
-        for _ in range(n):
-            tasks.put(None)
-        cc_dict = to_dict(self.cc)
-        procs = {}
-
-        def spawn() -> None:
-            p = ctx.Process(target=_worker_main, args=(cc_dict, tasks, results), daemon=True)
-            p.start()
-            procs[p.pid] = p
-
-        for _ in range(n):
-            spawn()
-        owner: dict[int, int] = {}   # unit id -> worker pid
-        remaining = {u["id"] for u in pending}
+        t0 = time.process_time()
+        self.decide(units)
+        log.info("dedup decided over %d documents in %.1f CPU s", sum(r["docs"] for r in self.stage1.values()),
+                 time.process_time() - t0)
+        todo = [u["id"] for u in units if u["id"] not in self.records]
+        bar = Progress("clean: writing parts", total=len(todo), unit="units", logger=log)
         try:
-            while remaining:
-                try:
-                    kind, uid, payload = results.get(timeout=2.0)
-                except queue.Empty:
-                    self._check_workers(procs, owner, remaining, spawn)
-                    continue
-                if kind == "start":
-                    owner[uid] = payload
-                    self.active[uid] = _Unit(uid, self.prog, self.cc.part_size_mb << 20)
-                elif kind == "batch":
-                    self.on_batch(uid, payload, bar)
-                else:
-                    self.on_done(uid, payload)
-                    remaining.discard(uid)
-                    owner.pop(uid, None)
+            if serial:
+                for uid in todo:
+                    keep = self.decisions[uid][0]
+                    self.on_done(uid, {"parts": finish_unit(self.stage1[uid], keep, self.prog,
+                                                            self.cc.part_size_mb << 20)})
+                    bar.update(1)
+            else:
+                jobs = []
+                for uid in todo:
+                    keep = self.decisions[uid][0]
+                    jobs.append(("finish", uid, (self.stage1[uid], np.packbits(keep).tobytes(), len(keep))))
+                self._pump(ctx, procs, to_dict(self.cc), tasks, results, jobs, bar)
         finally:
-            for p in procs.values():
-                p.join(timeout=5 if not remaining else 0.1)
-                if p.is_alive():
-                    p.terminate()
+            bar.close()
+            self._stop(procs, tasks, force=False)
 
-    def _check_workers(self, procs: dict, owner: dict, remaining: set, spawn: Callable) -> None:
+    def _spawn(self, ctx, procs: dict, cc_dict: dict, tasks, results) -> None:
+        p = ctx.Process(target=_worker_main, args=(cc_dict, str(self.prog), tasks, results), daemon=True)
+        p.start()
+        procs[p.pid] = p
+
+    def _stop(self, procs: dict, tasks, force: bool) -> None:
+        if tasks is not None and not force:
+            for _ in procs:
+                tasks.put(None)
+        for p in procs.values():
+            p.join(timeout=0.1 if force else 10)
+            if p.is_alive():
+                p.terminate()
+                p.join(timeout=5)
+
+    def _pump(self, ctx, procs: dict, cc_dict: dict, tasks, results, jobs: list[tuple], bar) -> None:
+        """Hand `jobs` to the workers and handle their messages until every job's unit is done."""
+        for j in jobs:
+            tasks.put(j)
+        kinds = {uid: kind for kind, uid, _ in jobs}
+        remaining = set(kinds)
+        owner: dict[int, int] = {}   # unit id -> worker pid
+        while remaining:
+            try:
+                kind, uid, payload = results.get(timeout=2.0)
+            except queue.Empty:
+                bar.update(0)
+                self._check_workers(ctx, procs, cc_dict, tasks, results, owner, remaining, kinds)
+                continue
+            if kind == "start":
+                owner[uid] = payload
+            elif kind == "progress":
+                bar.update(payload)
+            elif kind == "stage1":
+                self.on_stage1(uid, payload)
+                remaining.discard(uid)
+                owner.pop(uid, None)
+            else:
+                self.on_done(uid, payload)
+                bar.update(1)
+                remaining.discard(uid)
+                owner.pop(uid, None)
+
+    def _check_workers(self, ctx, procs: dict, cc_dict: dict, tasks, results, owner: dict, remaining: set,
+                       kinds: dict) -> None:
         """A worker that died (killed, crashed in C code) loses its unit: record it, start a new worker."""
         for pid, p in list(procs.items()):
             if p.exitcode is None or p.exitcode == 0:
                 continue
             del procs[pid]
             for uid, opid in list(owner.items()):
-                if opid == pid:
-                    log.error("worker %d died (exit code %s) in unit %d; its output is dropped", pid, p.exitcode, uid)
-                    u = self.active.get(uid)
-                    if u is not None:
-                        u.writer.abort()
-                        u.keys_exact, u.keys_near = [], []
-                    self.on_done(uid, {"errors": [{"file": f"unit {uid}", "kind": "worker_died",
-                                                   "error": f"worker exit code {p.exitcode}; unit dropped"}],
-                                       "error_counts": {"worker_died": 1}, "skipped": {}})
-                    remaining.discard(uid)
-                    owner.pop(uid)
+                if opid != pid:
+                    continue
+                log.error("worker %d died (exit code %s) in unit %d; its output is dropped", pid, p.exitcode, uid)
+                err = {"errors": [{"file": f"unit {uid}", "kind": "worker_died",
+                                   "error": f"worker exit code {p.exitcode}; unit dropped"}],
+                       "error_counts": {"worker_died": 1}}
+                if kinds[uid] == "clean":
+                    self.on_stage1(uid, self._empty_stage1(uid, err))
+                else:
+                    self.on_done(uid, {"parts": [], "lost": True, **err})
+                remaining.discard(uid)
+                owner.pop(uid)
             if remaining:
-                spawn()
+                self._spawn(ctx, procs, cc_dict, tasks, results)
+
+    def _empty_stage1(self, uid: int, err: dict) -> dict:
+        """The pass-1 record of a unit whose worker died: no documents, the error recorded."""
+        s1 = self.prog / STAGE1
+        (s1 / f".unit-{uid:05d}.jsonl.zst.tmp").unlink(missing_ok=True)
+        (s1 / f"unit-{uid:05d}.jsonl.zst").write_bytes(b"")
+        bands = DedupHasher(self.cc.dedup).bands
+        _save_npz(self.prog / f"unit-{uid:05d}.keys.npz", {
+            "exact": np.zeros(0, np.uint64), "near_rows": np.zeros(0, np.int64),
+            "near_keys": np.zeros((0, bands), np.uint64), "text_bytes": np.zeros(0, np.int64),
+            "source": np.zeros(0, np.int32)})
+        rec = {"unit": uid, "file": f"{STAGE1}/unit-{uid:05d}.jsonl.zst", "keys": f"unit-{uid:05d}.keys.npz",
+               "docs": 0, "source_names": [], "sources": {}, "filters": {}, "seconds": 0.0, **err}
+        write_json_atomic(s1 / f"unit-{uid:05d}.json", rec)
+        return rec
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -307,31 +427,49 @@ def _load_progress(stage: Stage, fp: str, units: list[dict], fresh: bool) -> lis
     if plan_path.is_file():
         plan = read_json(plan_path)
         if plan["fingerprint"] != fp:
-            if any(prog.glob("unit-*.json")):
+            if any(prog.glob("unit-*.json")) or any(prog.glob(f"{STAGE1}/unit-*.json")):
                 raise ConfigError(f"{stage.out} holds a corpus run with other inputs or settings "
                                   "(corpus.* config or input files changed). Rerun with --fresh to discard it, "
                                   "or set corpus.out_dir to a new directory.")
         else:
             units = plan["units"]
     write_json_atomic(plan_path, {"fingerprint": fp, "units": units})
+    s1 = prog / STAGE1
+    s1.mkdir(exist_ok=True)
     referenced = set()
-    for rp in sorted(prog.glob("unit-*.json")):
+    for rp in sorted(s1.glob("unit-*.json")):   # pass 1 done: its documents (or final parts) and keys exist
         rec = read_json(rp)
-        ok = all((prog / p["file"]).is_file() or (stage.out / p.get("final", "-")).is_file()
-                 for p in rec["parts"]) and (prog / rec["keys"]).is_file()
-        if not ok:
-            log.warning("%s: parts missing, redoing unit %d", rp, rec["unit"])
+        uid = rec["unit"]
+        final = prog / f"unit-{uid:05d}.json"
+        done = None
+        if final.is_file():
+            done = read_json(final)
+            if not all((prog / p["file"]).is_file() or (stage.out / p.get("final", "-")).is_file()
+                       for p in done["parts"]):
+                log.warning("%s: parts missing, rewriting unit %d", final, uid)
+                final.unlink()
+                done = None
+        if not (prog / rec["keys"]).is_file() or (done is None and not (prog / rec["file"]).is_file()):
+            log.warning("%s: pass-1 output missing, redoing unit %d", rp, uid)
             rp.unlink()
+            final.unlink(missing_ok=True)
             continue
-        stage.records[rec["unit"]] = rec
-        referenced.update(p["file"] for p in rec["parts"])
-        with np.load(prog / rec["keys"]) as z:
-            stage.index.load(z["exact"], z["near"])
-    for p in prog.iterdir():  # parts of a unit killed midway, temp files
-        if p.name.endswith(".tmp") or (p.name.endswith(".jsonl.zst") and p.name not in referenced):
-            p.unlink()
-    if stage.records:
-        log.info("resuming: %d of %d units already finished", len(stage.records), len(units))
+        stage.stage1[uid] = rec
+        referenced.add(rec["file"])
+        if done is not None:
+            stage.records[uid] = done
+            referenced.update(p["file"] for p in done["parts"])
+    for d in (prog, s1):   # parts of a unit killed midway, temp files
+        for p in d.iterdir():
+            rel = p.relative_to(prog).as_posix()
+            if p.name.endswith(".tmp") or (p.name.endswith(".jsonl.zst") and rel not in referenced):
+                p.unlink()
+    for rp in prog.glob("unit-*.json"):   # a final record without its pass-1 record: redo
+        if int(rp.name[5:10]) not in stage.stage1:
+            rp.unlink()
+    if stage.stage1:
+        log.info("resuming: %d of %d units already cleaned, %d written", len(stage.stage1), len(units),
+                 len(stage.records))
     return units
 
 
@@ -371,7 +509,7 @@ def _finalize(stage: Stage, units: list[dict], init_errors: ErrorLog, seconds: f
     dedup.update({"method": "exact: 64-bit content hash; near: MinHash LSH, a shared band = duplicate",
                   "num_perm": d.num_perm,
                   "bands": bands, "rows": rows, "threshold": d.threshold, "shingle_chars": d.shingle_chars,
-                  "min_chars": d.min_chars, **stage.index.stats()})
+                  "min_chars": d.min_chars, **stage.dedup_stats})
     manifest = {"format": FORMAT, "parts": parts, "docs": sum(p["docs"] for p in parts),
                 "bytes": sum(p["bytes"] for p in parts), "sources": sources, "filters": filters, "dedup": dedup,
                 "errors": errors, "error_counts": error_counts, "config": to_dict(stage.cc),
