@@ -10,14 +10,17 @@ Choices for Korean (the defaults in `TokenizerConfig`), and why:
   decode(encode(text)) == text for every NFC string: spaces, newlines and tabs included (a GPT-2
   must be able to write what it reads).
 * `byte_fallback=true`: characters outside the vocabulary (rare Hanja, emoji, other scripts,
-  control characters such as `\\n`) become UTF-8 byte pieces `<0x..>` instead of `<unk>`, so the unk
+  control characters such as `\\t`) become UTF-8 byte pieces `<0x..>` instead of `<unk>`, so the unk
   rate is ~0 and nothing is lost; it costs 256 vocabulary slots.
+* newline is a piece of its own (`NEWLINE`, a user-defined symbol): clean documents separate their
+  paragraphs with `\\n`, and the tokenizer trains on single sentences, which never hold one, so
+  without it every newline would be the byte piece `<0x0A>`, which KoGPT2-style loops print literally.
 * `character_coverage=0.9995`: Korean text uses ~2,400 of the 11,172 Hangul syllables for
   >99.9% of characters; 0.9995 keeps those (and common Latin/digits/punctuation) as whole pieces
   and sends the long tail (rare syllables, Hanja) through byte fallback. 1.0 would spend
   vocabulary on characters seen once.
 * Ids as KoGPT2: `<unk>`=0, `<s>`=1, `</s>`=2, `<pad>`=3 (SentencePiece control ids), then
-  `<mask>`=4 and `<unused0..N-1>`=5.. as user-defined symbols (matched verbatim in text, so
+  `<mask>`=4, `<unused0..N-1>`=5.. and `\\n`=5+N as user-defined symbols (matched verbatim in text, so
   fine-tuning can use them as markers), so the ids never depend on the corpus.
 
 Reproducibility: sentences are sampled with a seeded reservoir (Algorithm L) over the documents in
@@ -53,6 +56,7 @@ log = logging.getLogger("corpus.tokenizer")
 
 FORMAT = "kogpt-tokenizer-v1"
 SPECIAL_TOKENS = {"unk": "<unk>", "bos": "<s>", "eos": "</s>", "pad": "<pad>", "mask": "<mask>"}
+NEWLINE = "\n"  # its own piece (a user-defined symbol after the <unused*> slots): see the module docstring
 _UNUSED_RE = re.compile(r"^<unused\d+>$")
 
 
@@ -224,7 +228,7 @@ def spm_training_args(t: Any, input_file: str, model_prefix: str, threads: int) 
         unk_id=0, bos_id=1, eos_id=2, pad_id=3,
         unk_piece=SPECIAL_TOKENS["unk"], bos_piece=SPECIAL_TOKENS["bos"], eos_piece=SPECIAL_TOKENS["eos"],
         pad_piece=SPECIAL_TOKENS["pad"],
-        user_defined_symbols=[SPECIAL_TOKENS["mask"]] + [f"<unused{i}>" for i in range(t.num_unused)],
+        user_defined_symbols=[SPECIAL_TOKENS["mask"]] + [f"<unused{i}>" for i in range(t.num_unused)] + [NEWLINE],
         input_sentence_size=0, shuffle_input_sentence=False,  # the sample is already drawn, seeded
         max_sentence_length=4 * t.max_sentence_chars,         # bytes; UTF-8 is at most 4 per char
         hard_vocab_limit=True, num_threads=threads, minloglevel=2)
@@ -245,7 +249,7 @@ def train_spm_file(sentences_file: str | os.PathLike, t: Any, out_dir: str | os.
     """Train BPE on a one-sentence-a-line file; write `out_dir`/spm.model (canonical) and spm.vocab."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    reserved = 1 + len(SPECIAL_TOKENS) + t.num_unused + (256 if t.byte_fallback else 0)
+    reserved = 2 + len(SPECIAL_TOKENS) + t.num_unused + (256 if t.byte_fallback else 0)  # +1: NEWLINE
     if t.vocab_size <= reserved:
         raise TokenizerError(f"tokenizer.vocab_size={t.vocab_size} leaves no room for learned pieces: "
                              f"{reserved} ids are reserved (specials, {t.num_unused} unused slots"
@@ -293,7 +297,7 @@ def _training_settings(cfg: Any, manifest_sha: str) -> dict:
     return {"model_type": "bpe", "vocab_size": t.vocab_size, "sample_sentences": t.sample_sentences,
             "max_sentence_chars": t.max_sentence_chars, "character_coverage": t.character_coverage,
             "byte_fallback": t.byte_fallback, "normalization": t.normalization,
-            "remove_extra_whitespaces": False, "num_unused": t.num_unused, "seed": t.seed,
+            "remove_extra_whitespaces": False, "num_unused": t.num_unused, "newline_piece": True, "seed": t.seed,
             "sentence_splitter": cfg.corpus.sentence_splitter, "heldout": {
                 "valid_fraction": cfg.shards.valid_fraction, "seed": cfg.shards.seed},
             "corpus_manifest_sha256": manifest_sha, "sentencepiece_version": spm.__version__}

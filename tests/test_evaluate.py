@@ -120,13 +120,13 @@ def test_load_task_holds_out_nsmc_validation(tmp_path):
 def test_encode_layout_and_truncation(tok_dir):
     tok = Tokenizer.load(tok_dir)
     single = encode_examples(tok, [Example("정말 재밌는 영화였어요", None, 1)], max_length=64)[0]
-    assert single == tok.encode("정말 재밌는 영화였어요") + [tok.eos_id]
+    assert single == [tok.bos_id] + tok.encode("정말 재밌는 영화였어요") + [tok.eos_id]
     long_a, short_b = " ".join(POS), "별로"
     pair = encode_examples(tok, [Example(long_a, short_b, 0)], max_length=12)[0]
     b_ids = tok.encode(short_b)
-    assert len(pair) == 12 and pair[-1] == tok.eos_id
+    assert len(pair) == 12 and pair[0] == tok.bos_id and pair[-1] == tok.eos_id
     assert pair[-1 - len(b_ids): -1] == b_ids                 # the short sentence survives whole
-    assert pair[: 12 - 2 - len(b_ids)] == tok.encode(long_a)[: 12 - 2 - len(b_ids)]
+    assert pair[1: 12 - 2 - len(b_ids)] == tok.encode(long_a)[: 12 - 3 - len(b_ids)]
 
 
 @pytest.mark.parametrize("pooling", ["last", "mean"])
@@ -224,13 +224,16 @@ def test_perplexity_single_window_matches_direct_loss(ckpt, tok_dir, tmp_path):
     gpt = GPT2(GPT2Shape(vocab_size=tok.vocab_size, num_layers=2, units=32, num_heads=2, max_length=64,
                          dropout=0.0)).eval()
     docs = ["오늘 날씨가 좋다", "정말 재밌는 영화였어요"]
-    stream = [tok.eos_id] + tok.encode(docs[0]) + [tok.eos_id] + tok.encode(docs[1]) + [tok.eos_id]
+    bos, eos = tok.bos_id, tok.eos_id
+    stream = [bos] + tok.encode(docs[0]) + [eos, bos] + tok.encode(docs[1]) + [eos]   # as in the shards
     assert len(stream) <= 64
     res = perplexity(gpt, tok, docs, context=64, stride=32, device=torch.device("cpu"), amp=False)
     ids = torch.tensor([stream])
+    targets = ids[:, 1:].clone()
+    targets[targets == bos] = -100                                # the <s> after </s> is not scored
     with torch.no_grad():
-        direct = gpt.loss(ids[:, :-1], ids[:, 1:]).item()
-    assert res["tokens"] == len(stream) - 1 and res["windows"] == 1
+        direct = gpt.loss(ids[:, :-1], targets).item()
+    assert res["tokens"] == len(stream) - 2 and res["windows"] == 1
     assert res["nll"] == pytest.approx(direct, rel=1e-5)
     assert res["bits_per_char"] == pytest.approx(direct * res["tokens"] / math.log(2) / sum(map(len, docs)))
 
@@ -242,9 +245,10 @@ def test_perplexity_sliding_window_scores_each_token_once(ckpt, tok_dir, tmp_pat
     assert rc == 0
     (row,) = json.loads((out / "results.json").read_text("utf-8"))["rows"]
     tok = Tokenizer.load(tok_dir)
-    n_tokens = sum(len(tok.encode(t)) + 1 for t in POS + NEG)   # every document + its </s>
+    n_tokens = sum(len(tok.encode(t)) + 1 for t in POS + NEG)   # every document + its </s> (not its <s>)
     assert row["tokens"] == n_tokens and row["docs"] == len(POS + NEG)
-    assert row["windows"] == math.ceil((n_tokens - 32) / 8) + 1     # context 32, stride 8
+    n_targets = n_tokens + len(POS + NEG) - 1                     # the stream's targets, the <s>s included
+    assert row["windows"] == math.ceil((n_targets - 32) / 8) + 1    # context 32, stride 8
     # an untrained model (N(0, 0.02) weights) predicts nearly uniformly: perplexity ~ vocab size
     assert abs(row["perplexity"] - tok.vocab_size) / tok.vocab_size < 0.1
     assert "| perplexity |" in render_markdown([row])

@@ -1,6 +1,7 @@
 """Token shards: write/read round trip, determinism, merge, bad documents, tokenizer mixing refused, inspect."""
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -48,8 +49,8 @@ def test_write_read_round_trip(env):
     root, tok, docs = env
     m = build(root, "s1")
     d = root / "s1"
-    assert m["format"] == "kogpt-shards-v1" and m["dtype"] == "uint16" and m["tokenizer_sha256"] == tok.sha256
-    assert m["eos_id"] == 2 and m["vocab_size"] == tok.vocab_size
+    assert m["format"] == "kogpt-shards-v2" and m["dtype"] == "uint16" and m["tokenizer_sha256"] == tok.sha256
+    assert m["bos_id"] == 1 and m["eos_id"] == 2 and m["vocab_size"] == tok.vocab_size
     assert m["counts"] == {"docs_in": 125, "bad_docs": 4, "empty_docs": 1}
     assert {e["line"] for e in m["errors"]} == {41, 42, 43, 45} and all(e["file"] for e in m["errors"])
     # documents come back in part order: part k holds docs[k::3]
@@ -62,9 +63,10 @@ def test_write_read_round_trip(env):
         assert sh.num_tokens == m["splits"][s]["tokens"] == sum(len(f) for f in sh.files)
         for i, doc in enumerate(want[s]):
             ids = sh.document(i)
-            assert ids.dtype == np.dtype("<u2") and ids[-1] == tok.eos_id and tok.eos_id not in ids[:-1]
-            assert tok.decode(ids[:-1]) == doc["text"]
-            assert ids[:-1].tolist() == tok.encode(doc["text"])  # the word cache changes nothing
+            assert ids.dtype == np.dtype("<u2") and ids[0] == tok.bos_id and ids[-1] == tok.eos_id
+            assert tok.bos_id not in ids[1:] and tok.eos_id not in ids[:-1]
+            assert tok.decode(ids[1:-1]) == doc["text"]
+            assert ids[1:-1].tolist() == tok.encode(doc["text"])  # the word cache changes nothing
         assert sh.read(0, sh.num_tokens).tolist() == np.concatenate([sh.document(i) for i in range(sh.num_docs)]).tolist()
     # the raw format, without the reader
     e = m["splits"]["train"]["files"][0]
@@ -103,6 +105,20 @@ def test_deterministic_and_rerun_skips(env):
     assert again == a and all((root / "det_a" / n).stat().st_mtime_ns == t for n, t in mtimes.items())
     b = build(root, "det_b", shard_tokens=700, batch_chars=300)  # small encode batches: same tokens
     assert _sig(a) == _sig(b)
+
+
+def test_v1_shards_are_refused_with_the_fix_and_rebuilt_in_place(env):
+    """Shards from before documents started with <s> (format v1) name `make shards`, which re-encodes them."""
+    root, tok, _ = env
+    a = build(root, "old")
+    m = read_json(root / "old" / "manifest.json")
+    m["format"] = "kogpt-shards-v1"
+    (root / "old" / "manifest.json").write_text(json.dumps(m), encoding="utf-8")
+    with pytest.raises(ShardsError, match=r"kogpt-shards-v1.*make shards"):
+        TokenShards(root / "old", "train")
+    again = build(root, "old")
+    assert again["format"] == "kogpt-shards-v2" and _sig(again) == _sig(a)
+    assert TokenShards(root / "old", "train").document(0)[0] == tok.bos_id
 
 
 def _sig(m: dict) -> list:
@@ -215,7 +231,7 @@ def test_inspect_cli(env, capsys):
     m = read_json(root / "s1" / "manifest.json")
     assert f"{m['splits']['train']['docs']:,}" in out and tok.sha256 in out
     first = TokenShards(root / "s1", "train").document(0)
-    assert repr(tok.decode(first[:-1])[:200]) in out
+    assert repr(tok.decode(first[1:-1])[:200]) in out
     assert "bad_docs 4" in inspect(root / "s1", docs=0)
     assert main(["inspect", str(root / "nowhere")]) == 2
 

@@ -140,6 +140,16 @@ def test_user_defined_symbols_are_single_ids(tok):
     assert 5 + 3 in tok.encode("<unused3>")
 
 
+def test_newline_is_its_own_piece_not_a_byte(tok):
+    """Paragraphs in clean documents are separated by \n: one piece (id 5 + num_unused), never <0x0A>."""
+    nl = tok.piece_id("\n")
+    assert nl == 5 + 8 and not (tok.sp.is_control(nl) or tok.sp.is_byte(nl) or tok.sp.is_unknown(nl))
+    ids = tok.encode("문단 하나\n문단 둘\n\n끝")
+    assert ids.count(nl) == 3 and tok.piece_id("<0x0A>") not in ids
+    assert tok.decode(ids) == "문단 하나\n문단 둘\n\n끝"
+    assert not tok.sp.id_to_piece(ids[ids.index(nl) + 1]).startswith("▁")   # no space there, no ▁
+
+
 def test_reproducible_byte_identical_across_threads(tmp_path, tok):
     a = train_small(tmp_path / "a", threads=1)
     b = train_small(tmp_path / "b", threads=2)

@@ -45,14 +45,15 @@ def make_tokenizer(out_dir: Path, docs: list[str], vocab_size: int = 400):
 def write_shards(out_dir: Path, tok, splits: dict[str, list[list[str]]]) -> Path:
     """splits: {"train": [docs of file 0, docs of file 1, ...], "valid": [...]} -> shards dir."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    manifest = {"format": "kogpt-shards-v1", "dtype": "uint16", "vocab_size": tok.vocab_size,
-                "eos_id": tok.eos_id, "tokenizer_sha256": tok.sha256, "splits": {}, "config": {}}
+    manifest = {"format": "kogpt-shards-v2", "dtype": "uint16", "vocab_size": tok.vocab_size,
+                "bos_id": tok.bos_id, "eos_id": tok.eos_id, "tokenizer_sha256": tok.sha256, "splits": {},
+                "config": {}}
     for split, files in splits.items():
         entries, total_tok, total_docs = [], 0, 0
         for k, docs in enumerate(files):
             ids, offsets = [], [0]
             for d in docs:
-                ids.extend(tok.encode(d) + [tok.eos_id])
+                ids.extend([tok.bos_id] + tok.encode(d) + [tok.eos_id])
                 offsets.append(len(ids))
             stem = f"{split}_{k:05d}"
             np.asarray(ids, dtype="<u2").tofile(out_dir / f"{stem}.bin")

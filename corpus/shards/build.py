@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 from common.io import read_json, sha256_file
 from corpus.shards.read import (
-    SPLITS, ShardsError, check_tokenizer)
+    FORMAT, SPLITS, ShardsError, check_tokenizer)
 from corpus.tokenizer import Tokenizer
 
 from corpus.shards.encode import _MAX_ERRORS, _encode_part, _init_worker
@@ -41,8 +41,9 @@ def build_shards(cfg: Any, workers: Optional[int] = None) -> dict:
     s, out, clean = cfg.shards, Path(cfg.shards.out_dir), Path(cfg.corpus.out_dir)
     tok_path = cfg.tokenizer.model or cfg.tokenizer.dir
     tok = Tokenizer.load(tok_path)
-    if tok.eos_id is None:
-        raise ShardsError(f"{tok_path} has no </s> piece: documents are joined with eos; use a model that has one")
+    if tok.eos_id is None or tok.bos_id is None:
+        raise ShardsError(f"{tok_path} has no {'</s>' if tok.eos_id is None else '<s>'} piece: every document is "
+                          "stored as <s> ids </s>; use a model that has both (KoGPT2's .spiece does)")
     if tok.vocab_size > 65536:
         raise ShardsError(f"{tok_path} has {tok.vocab_size} pieces; uint16 shards hold at most 65,536")
     if not (clean / "manifest.json").is_file():
@@ -54,7 +55,7 @@ def build_shards(cfg: Any, workers: Optional[int] = None) -> dict:
     if (out / "manifest.json").is_file():
         old = read_json(out / "manifest.json")
         check_tokenizer(old, tok.sha256)  # never mix tokenizers in one directory
-        if old.get("inputs") == inputs:
+        if old.get("inputs") == inputs and old.get("format") == FORMAT:   # v1 shards are re-encoded
             log.info("%s is up to date (same corpus, tokenizer and settings): nothing to do", out)
             return old
         (out / "manifest.json").unlink()  # the old files are about to be replaced
@@ -64,7 +65,7 @@ def build_shards(cfg: Any, workers: Optional[int] = None) -> dict:
     tasks = []
     for k, p in enumerate(parts):
         stem = parts_dir / f"part-{k:05d}"
-        key = {"file": p["file"], "sha256": p.get("sha256"), "tokenizer_sha256": tok.sha256,
+        key = {"format": FORMAT, "file": p["file"], "sha256": p.get("sha256"), "tokenizer_sha256": tok.sha256,
                "seed": s.seed, "valid_fraction": s.valid_fraction}
         marker = parts_dir / f"part-{k:05d}.done.json"
         if marker.is_file() and read_json(marker).get("key") == key:
@@ -102,7 +103,8 @@ def build_shards(cfg: Any, workers: Optional[int] = None) -> dict:
     counts = {c: sum(d["counts"][c] for d in done.values()) for c in ("docs_in", "bad_docs", "empty_docs")}
     errors = [e for k in sorted(done) for e in done[k]["errors"]][:_MAX_ERRORS]
     encoded = sum(done[t["k"]]["files"][sp]["tokens"] for t in tasks for sp in SPLITS)
-    manifest = _write_manifest(out, {"vocab_size": tok.vocab_size, "eos_id": tok.eos_id, "sha256": tok.sha256},
+    manifest = _write_manifest(out, {"vocab_size": tok.vocab_size, "bos_id": tok.bos_id, "eos_id": tok.eos_id,
+                                     "sha256": tok.sha256},
                                splits, {"tokenizer": {"source": str(tok_path), "dir": "tokenizer"},
                                         "inputs": inputs, "counts": counts, "errors": errors,
                                         "encode": {"seconds": round(t1 - t0, 3), "cpu_seconds": round(cpu, 3),

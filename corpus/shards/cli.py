@@ -29,7 +29,7 @@ def inspect(path: str | os.PathLike, docs: int = 2, tokenizer: Optional[str] = N
     p = Path(path)
     d = p.parent if p.is_file() else p
     m, _ = _load_manifest(d)
-    lines = [f"{d}: {m['format']}, dtype {m['dtype']}, vocab {m['vocab_size']}, eos {m['eos_id']}, "
+    lines = [f"{d}: {m['format']}, dtype {m['dtype']}, vocab {m['vocab_size']}, bos {m['bos_id']}, eos {m['eos_id']}, "
              f"tokenizer sha256 {m['tokenizer_sha256']}",
              f"{'split':<7}{'files':>6}{'docs':>12}{'tokens':>15}{'tokens/doc':>12}"]
     shards = {s: TokenShards(d, s) for s in m["splits"]}
@@ -45,8 +45,8 @@ def inspect(path: str | os.PathLike, docs: int = 2, tokenizer: Optional[str] = N
         for s, sh in shards.items():
             for i in range(min(docs, sh.num_docs)):
                 ids = sh.document(i)
-                text = tok.decode(ids[:-1])
-                lines.append(f"--- {s} doc {i} ({len(ids)} tokens incl. eos): "
+                text = tok.decode(ids[1:-1])
+                lines.append(f"--- {s} doc {i} ({len(ids)} tokens incl. bos and eos): "
                              f"{text[:chars]!r}{' ...' if len(text) > chars else ''}")
     elif docs:
         lines.append(f"(no tokenizer at {tok_dir}: pass --tokenizer PATH to decode documents)")

@@ -157,7 +157,7 @@ def _init_worker(tok_path: str, counter: Any) -> None:
 def _encode_part(task: dict) -> dict:
     """Worker: encode one clean part into `<stem>.{train,valid}.{bin,idx}`, then write `<stem>.done.json`."""
     tok, counter = _W["tok"], _W["counter"]
-    stem, eos = Path(task["stem"]), tok.eos_id
+    stem, bos, eos = Path(task["stem"]), tok.bos_id, tok.eos_id
     writers = {s: _BinWriter(stem.with_name(f"{stem.name}.{s}")) for s in SPLITS}
     counts = {"docs_in": 0, "bad_docs": 0, "empty_docs": 0}
     errors: list[dict] = []
@@ -169,10 +169,11 @@ def _encode_part(task: dict) -> dict:
         for s in SPLITS:
             rows = [r for r, sp in zip(ids, splits) if sp == s]
             if rows:
-                lens = np.fromiter((len(r) + 1 for r in rows), IDX_DTYPE, len(rows))
-                for r in rows:
-                    r.append(eos)
-                flat = np.fromiter(chain.from_iterable(rows), DTYPE, int(lens.sum()))
+                lens = np.fromiter((len(r) + 2 for r in rows), IDX_DTYPE, len(rows))
+                # every document is <s> ids </s>: the input KoGPT2-style code and pretrain.generate give
+                # the model starts with <s> (docs/CONTRACTS.md "One convention")
+                flat = np.fromiter(chain.from_iterable(chain((bos,), r, (eos,)) for r in rows), DTYPE,
+                                   int(lens.sum()))
                 writers[s].write(flat, np.cumsum(lens))
         with counter.get_lock():
             counter.value += len(texts)

@@ -1,7 +1,7 @@
 """Reading token shards: the numpy-memmap reader the trainer uses, and the tokenizer check.
 
 Format (docs/CONTRACTS.md "Token shards"): `<split>_NNNNN.bin` holds little-endian uint16 ids, every
-document followed by `</s>`; `<split>_NNNNN.idx` holds little-endian int64 token offsets, n_docs + 1
+document `<s> ids </s>` (format v2; v1 had no `<s>` and is refused with the fix); `<split>_NNNNN.idx` holds little-endian int64 token offsets, n_docs + 1
 of them, offsets[0] = 0; `manifest.json` (written last) lists the files, counts, dtype and the sha256
 of the tokenizer that made them. corpus/shards/ writes them.
 """
@@ -15,7 +15,8 @@ import numpy as np
 
 from common.io import read_json
 
-FORMAT = "kogpt-shards-v1"
+FORMAT = "kogpt-shards-v2"      # v2: every document starts with <s> (v1: documents joined with </s> only)
+_OLD_FORMATS = {"kogpt-shards-v1": "documents without their leading <s>"}
 DTYPE = np.dtype("<u2")
 IDX_DTYPE = np.dtype("<i8")
 SPLITS = ("train", "valid")
@@ -37,6 +38,10 @@ def _load_manifest(path: str | os.PathLike | dict) -> tuple[dict, Optional[Path]
     if not mf.is_file():
         raise ShardsError(f"{mf} is missing: build the shards first (make shards) or fix train.shards")
     m = read_json(mf)
+    if m.get("format") in _OLD_FORMATS:
+        raise ShardsError(f"{mf}: format {m['format']!r} ({_OLD_FORMATS[m['format']]}) is older than {FORMAT!r}, "
+                          "which training, generation and evaluation assume: rebuild them with `make shards` "
+                          "(the stage re-encodes this directory in place)")
     if m.get("format") != FORMAT:
         raise ShardsError(f"{mf}: format {m.get('format')!r}, expected {FORMAT!r}")
     return m, mf.parent
@@ -77,6 +82,7 @@ class TokenShards:
         self.split = split
         self.tokenizer_sha256: str = self.manifest["tokenizer_sha256"]
         self.eos_id: int = self.manifest["eos_id"]
+        self.bos_id: int = self.manifest["bos_id"]
         self.files: list[np.ndarray] = []
         self.offsets: list[np.ndarray] = []
         for e in self.manifest["splits"][split]["files"]:
@@ -99,7 +105,7 @@ class TokenShards:
         return self.num_docs
 
     def document(self, i: int) -> np.ndarray:
-        """Document `i` (0 <= i < num_docs) as uint16 ids, ending with eos."""
+        """Document `i` (0 <= i < num_docs) as uint16 ids: bos, its text's ids, eos."""
         if not 0 <= i < self.num_docs:
             raise IndexError(f"document {i} out of range [0, {self.num_docs})")
         k = int(np.searchsorted(self._doc_start, i, side="right")) - 1

@@ -91,7 +91,8 @@ def merge_files(inputs: Sequence[tuple[Path, Path]], out_dir: Path, split: str, 
 
 
 def _write_manifest(out_dir: Path, tok_info: dict, splits: dict[str, list[dict]], extra: dict) -> dict:
-    m = {"format": FORMAT, "dtype": "uint16", "vocab_size": tok_info["vocab_size"], "eos_id": tok_info["eos_id"],
+    m = {"format": FORMAT, "dtype": "uint16", "vocab_size": tok_info["vocab_size"], "bos_id": tok_info["bos_id"],
+         "eos_id": tok_info["eos_id"],
          "tokenizer_sha256": tok_info["sha256"],
          "splits": {s: {"tokens": sum(e["tokens"] for e in files), "docs": sum(e["docs"] for e in files),
                         "files": files} for s, files in splits.items()}}
@@ -129,6 +130,7 @@ def merge_shard_dirs(inputs: Sequence[str | os.PathLike], out_dir: str | os.Path
     first_dir = mans[0][1]
     if (first_dir / "tokenizer").is_dir() and first_dir.resolve() != out.resolve():
         Tokenizer.load(first_dir / "tokenizer").save(out / "tokenizer")
-    info = {"vocab_size": mans[0][0]["vocab_size"], "eos_id": mans[0][0]["eos_id"], "sha256": sha}
+    info = {"vocab_size": mans[0][0]["vocab_size"], "bos_id": mans[0][0]["bos_id"], "eos_id": mans[0][0]["eos_id"],
+            "sha256": sha}
     return _write_manifest(out, info, splits, {"merged_from": [str(w) for _, w in mans],
                                                 "tokenizer": mans[0][0].get("tokenizer", {})})

@@ -9,7 +9,8 @@
 Checkpoints are engine-neutral, so whatever engine trained them, fine-tuning runs the PyTorch model
 (pretrain/engines/torch/model.py) on CPU, or on CUDA with bf16 autocast.
 
-Representation: last token. Each input is `text </s>` (pairs: `s1 </s> s2 </s>`) and the classifier
+Representation: last token. Each input is `<s> text </s>` (pairs: `<s> s1 </s> s2 </s>`), the layout of a
+pretraining document (docs/CONTRACTS.md), and the classifier
 reads the final hidden state (after ln_f) at the last `</s>`. In a causal model only that position has
 attended to the whole input; a mean over positions mixes in early states that saw only a prefix (the
 first token's state knows one token), which dilutes the signal. `</s>` is the token that ends every
@@ -24,7 +25,8 @@ best state is restored before the test split is scored once. NSMC has no validat
 `--valid-fraction` of its train split is held out with `--seed`.
 
 Perplexity: the file's non-empty lines are documents (`--doc-sep blank`: blank-line separated), each
-followed by `</s>` as in pretraining, and the stream starts with `</s>` so every token is predicted.
+`<s> ids </s>` as in the shards; every id and every `</s>` is scored, the `<s>` (which always follows
+a `</s>`) is not.
 Windows of the model's context length advance by `--stride` tokens; each token is scored once, with
 at least `context - stride` tokens of context (except in the first window).
 

@@ -28,24 +28,26 @@ log = logging.getLogger("pretrain.evaluate")
 
 
 def encode_examples(tok: Any, examples: Sequence[Example], max_length: int) -> list[list[int]]:
-    """Token ids per example: `a </s>` or `a </s> b </s>`, at most `max_length` ids.
+    """Token ids per example: `<s> a </s>` or `<s> a </s> b </s>` (a pretraining document's layout),
+    at most `max_length` ids.
 
     Pairs are truncated longest-first so both sentences keep their beginnings.
     """
     eos = tok.eos_id
+    head = [tok.bos_id] if tok.bos_id is not None else []
     a_ids = tok.encode_batch([e.text_a for e in examples], num_threads=cpu_count())
     if examples and examples[0].text_b is None:
-        return [a[: max_length - 1] + [eos] for a in a_ids]
+        return [head + a[: max_length - 1 - len(head)] + [eos] for a in a_ids]
     b_ids = tok.encode_batch([e.text_b or "" for e in examples], num_threads=cpu_count())
     out = []
     for a, b in zip(a_ids, b_ids):
         la, lb = len(a), len(b)
-        while la + lb > max_length - 2:
+        while la + lb > max_length - 2 - len(head):
             if la >= lb:
                 la -= 1
             else:
                 lb -= 1
-        out.append(a[:la] + [eos] + b[:lb] + [eos])
+        out.append(head + a[:la] + [eos] + b[:lb] + [eos])
     return out
 
 
@@ -224,14 +226,17 @@ def read_documents(path: str, doc_sep: str) -> list[str]:
 @torch.no_grad()
 def perplexity(gpt: nn.Module, tok: Any, docs: Sequence[str], context: int, stride: int, device: torch.device,
                amp: bool, max_tokens: int = 0, batch_size: int = 8) -> dict:
-    """Token perplexity of `docs` (each followed by </s>) with a sliding window of `context` tokens.
+    """Token perplexity of `docs`, each `<s> ids </s>` as in the shards, with a sliding window of `context`.
 
-    Returns nll (mean nats per token), perplexity = exp(nll), tokens scored, and bits per character
-    (total nats / ln 2 / characters of the documents: comparable across tokenizers).
+    The `<s>` after a `</s>` is not scored (it always follows: layout, not text), so the tokens scored
+    are each document's ids and its `</s>`. Returns nll (mean nats per scored token), perplexity =
+    exp(nll), tokens scored, and bits per character (total nats / ln 2 / characters of the
+    documents: comparable across tokenizers).
     """
-    stream = [tok.eos_id]
+    bos = tok.bos_id
+    stream = [tok.eos_id] if bos is None else []      # a model without <s>: the old `</s>`-joined stream
     for ids in tok.encode_batch(list(docs), num_threads=cpu_count()):
-        stream += ids + [tok.eos_id]
+        stream += ([bos] if bos is not None else []) + ids + [tok.eos_id]
     if max_tokens:
         stream = stream[: max_tokens + 1]
     n_targets = len(stream) - 1
@@ -255,6 +260,8 @@ def perplexity(gpt: nn.Module, tok: Any, docs: Sequence[str], context: int, stri
             ids[r, : e - s] = data[s:e]
             keep = slice(first - s, e - s)       # positions whose target was not scored before
             tgt[r, keep] = data[s + 1: e + 1][keep]
+        if bos is not None:
+            tgt[tgt == bos] = -100                  # <s> targets: layout, not scored
         keep = tgt >= 0
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             h, _ = gpt.hidden(ids.to(device))                                 # (b, T, U)
@@ -262,7 +269,8 @@ def perplexity(gpt: nn.Module, tok: Any, docs: Sequence[str], context: int, stri
             nll_sum += chunked_cross_entropy(h[keep.to(device)], gpt.wte.weight, tgt[keep].to(device),
                                              reduction="sum").item()
     chars = sum(len(d) for d in docs) if not max_tokens else None
-    nll = nll_sum / n_targets
-    return {"perplexity": math.exp(nll), "nll": nll, "tokens": n_targets, "windows": len(windows),
+    n_scored = n_targets - (sum(1 for t in stream[1:] if t == bos) if bos is not None else 0)
+    nll = nll_sum / n_scored
+    return {"perplexity": math.exp(nll), "nll": nll, "tokens": n_scored, "windows": len(windows),
             "context": context, "stride": stride,
             "bits_per_char": nll_sum / math.log(2) / chars if chars else None, "chars": chars}

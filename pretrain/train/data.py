@@ -5,7 +5,7 @@
     cursor += micro_batch * accum * world                                          # = global batch
 
 Samples are windows of `seq_len + 1` tokens taken with stride `seq_len` inside each `.bin` file
-(documents run together, separated by their `</s>`; a window never spans two files), so every
+(documents `<s> ids </s>` run together; a window never spans two files), so every
 token but the first of a file is a target exactly once per epoch. Window j of the split is
 numbered over the files in manifest order.
 
