@@ -48,7 +48,7 @@ from common.progress import Progress
 from corpus.dedup import DedupHasher, plan_order_duplicates
 from corpus.docs import FORMAT, MANIFEST, PartWriter, encode_doc
 from corpus.plan import expand_inputs, fingerprint, plan_units
-from corpus.readers import ErrorLog, Segment, read_segment
+from corpus.readers import ErrorLog, Segment, license_notes, read_segment
 
 log = logging.getLogger("corpus")
 
@@ -84,6 +84,7 @@ def clean_unit(unit: dict, cc: CorpusConfig, cleaner: Cleaner, hasher: DedupHash
     t0 = time.time()
     errors = ErrorLog()
     skipped: dict = {}
+    metas: dict = {}   # doc id -> the reader's metadata (title, date...), emptied per batch
     max_line = max(1 << 20, 8 * cc.filters.max_chars)
     s1 = prog / STAGE1
     names: list[str] = []
@@ -102,7 +103,9 @@ def clean_unit(unit: dict, cc: CorpusConfig, cleaner: Cleaner, hasher: DedupHash
             cleaned, keep, stats, counts = cleaner.clean_batch(texts)
             kept = np.flatnonzero(keep)
             exact, near_rows, near_keys = hasher.hash_batch([cleaned[i] for i in kept])
-            zw.write("".join([encode_doc(cleaned[i], source, ids[i]) + "\n" for i in kept]).encode("utf-8"))
+            zw.write("".join([encode_doc(cleaned[i], source, ids[i], metas.get(ids[i])) + "\n"
+                              for i in kept]).encode("utf-8"))
+            metas.clear()
             for k, v in (("exact", exact), ("near_rows", near_rows + n_docs), ("near_keys", near_keys),
                          ("text_bytes", stats.bytes[kept].astype(np.int64)),
                          ("source", np.full(len(kept), names.index(source), np.int32))):
@@ -120,7 +123,7 @@ def clean_unit(unit: dict, cc: CorpusConfig, cleaner: Cleaner, hasher: DedupHash
             chars = 0
             try:
                 for text, doc_id in read_segment(seg, errors, lambda n: read.__setitem__(0, read[0] + n),
-                                                 max_line, skipped):
+                                                 max_line, skipped, metas):
                     texts.append(text)
                     ids.append(doc_id)
                     chars += len(text)
@@ -514,6 +517,11 @@ def _finalize(stage: Stage, units: list[dict], init_errors: ErrorLog, seconds: f
                 "bytes": sum(p["bytes"] for p in parts), "sources": sources, "filters": filters, "dedup": dedup,
                 "errors": errors, "error_counts": error_counts, "config": to_dict(stage.cc),
                 "units": len(units), "seconds": round(seconds, 3)}
+    licenses = license_notes(units)   # sources whose terms follow the text (namuwiki: CC BY-NC-SA)
+    if licenses:
+        manifest["licenses"] = licenses
+        for src, note in licenses.items():
+            log.warning("license: source %r: %s", src, note)
     write_json_atomic(stage.out / MANIFEST, manifest)
     return manifest
 
