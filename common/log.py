@@ -6,6 +6,10 @@ import os
 import sys
 
 _FORMAT = "%(asctime)s %(levelname).1s %(name)s: %(message)s"
+# At DEBUG these dump whole requests: the Authorization header (the AWS access key id and the
+# request signature), presigned URLs, session tokens. They stay at INFO or above whatever log.level
+# says; our own S3 code logs what a user needs (retries, stalls, failures) without credentials.
+QUIET_LOGGERS = ("botocore", "boto3", "s3transfer", "urllib3")
 
 
 def process_rank() -> int:
@@ -30,6 +34,8 @@ def setup_logging(level: int = logging.INFO, rank: int | None = None) -> None:
     handler.setFormatter(logging.Formatter(fmt, datefmt="%H:%M:%S"))
     root.addHandler(handler)
     root.setLevel(level if rank == 0 else logging.WARNING)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(max(level, logging.INFO))
 
 
 def get_logger(name: str) -> logging.Logger:

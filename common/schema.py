@@ -324,6 +324,7 @@ class CheckpointConfig:
     init_from: str = ""                # weights only: fresh optimizer and schedule
     async_upload: bool = True          # snapshot locally, upload in the background
     staging_dir: str = ""              # local snapshot dir for async S3 uploads; "" = <out_dir>/staging
+    stall_warn_s: float = 60.0         # warn while a checkpoint write has moved no byte for this long
     s3: S3Config = field(default_factory=S3Config)
 
     def validate(self) -> None:
@@ -331,6 +332,8 @@ class CheckpointConfig:
             raise ConfigError("checkpoint.keep_last must be >= 1")
         if self.resume not in ("auto", "none") and not self.resume:
             raise ConfigError("checkpoint.resume must be auto, none or a checkpoint path")
+        if not self.stall_warn_s > 0:
+            raise ConfigError(f"checkpoint.stall_warn_s={self.stall_warn_s}: must be > 0 seconds (e.g. 60)")
 
 
 @dataclass

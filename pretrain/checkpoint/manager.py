@@ -50,6 +50,8 @@ class CheckpointManager:
             raise CheckpointError(f"checkpoint.root={cfg.root!r}: {e}") from None
         if self.is_writer and isinstance(self.storage, LocalStorage):
             Path(self.storage.root).mkdir(parents=True, exist_ok=True)
+        if self.is_writer:
+            self._abort_unfinished_uploads()
         self._thread: Optional[threading.Thread] = None
         self._error: Optional[BaseException] = None
         self._pending_step: Optional[int] = None
@@ -60,6 +62,15 @@ class CheckpointManager:
         # on the 2-core VM), while a fresh allocation pays a page fault per 4 KiB (~3.5 s for 1.5 GB
         # there). Costs one model+optimizer of RAM on the writer.
         self._pool: dict[str, np.ndarray] = {}
+        # Checkpoint names under the root that had a MANIFEST.json but failed verification when the
+        # resume looked at them: never pruned (they are evidence, and were not ours to delete).
+        self._rejected: dict[str, str] = {}
+        # What the stall watchdog and metrics.jsonl see of the write in flight, and of finished ones.
+        self._progress_lock = threading.Lock()
+        self._last_progress = 0.0
+        self._moved = 0
+        self._completed: list[dict[str, Any]] = []
+        self.storage.on_progress = self._on_progress
 
     def _snapshot(self, arrays: Mapping[str, Any], what: str) -> dict[str, np.ndarray]:
         out: dict[str, np.ndarray] = {}
@@ -135,19 +146,81 @@ class CheckpointManager:
 
     def _job(self, step: int, w: dict, o: dict, state_bytes: bytes, tok: dict) -> None:
         name = step_name(step)
+        retries0 = self.storage.retries
+        t0 = time.perf_counter()
+        with self._progress_lock:
+            self._last_progress, self._moved = t0, 0
+        done = threading.Event()
+        stalls: list[float] = [0.0]
+        watchdog = threading.Thread(target=self._watchdog, args=(name, t0, done, stalls),
+                                    name=f"checkpoint-watchdog-{step}", daemon=True)
+        watchdog.start()
         try:
-            t0 = time.perf_counter()
             nbytes = _publish(self.storage, name, step, w, o, state_bytes, tok,
                               self.staging_dir, update_latest=True)
             dt = time.perf_counter() - t0
-            log.info("checkpoint %s complete: %.1f MB in %.2f s (%.1f MB/s)", self.storage.url(name),
-                     nbytes / 1e6, dt, nbytes / 1e6 / max(dt, 1e-9))
+            retries = self.storage.retries - retries0
+            log.info("checkpoint %s complete: %.1f MB in %.2f s (%.1f MB/s)%s", self.storage.url(name),
+                     nbytes / 1e6, dt, nbytes / 1e6 / max(dt, 1e-9),
+                     f", {retries} request(s) retried" if retries else "")
             self.last_saved_step = step
+            with self._progress_lock:
+                self._completed.append({"step": step, "write_s": dt, "bytes": nbytes, "retries": retries,
+                                        "longest_stall_s": stalls[0]})
             self._prune(step)
         except BaseException as e:   # kept for the next save()/wait(); logged now so it is never silent
-            log.error("checkpoint %s FAILED: %s (latest still points at the previous checkpoint)",
-                      self.storage.url(name), e)
+            log.error("checkpoint %s FAILED after %.1f s and %d retried request(s): %s (latest still points "
+                      "at the previous checkpoint)", self.storage.url(name), time.perf_counter() - t0,
+                      self.storage.retries - retries0, e)
             self._error = e
+        finally:
+            done.set()
+
+    def _on_progress(self, nbytes: int) -> None:
+        """Storage callback (upload threads): bytes moved; any call counts as progress."""
+        with self._progress_lock:
+            self._last_progress = time.perf_counter()
+            self._moved += max(0, int(nbytes))
+
+    def _watchdog(self, name: str, t0: float, done: threading.Event, stalls: list[float]) -> None:
+        """Warn while a write is stalled: no byte written or uploaded for `checkpoint.stall_warn_s`
+        seconds (a hung endpoint, a retry loop, a full disk). Warns again every period it stays so."""
+        period = float(self.cfg.stall_warn_s)
+        warned_at = 0.0
+        while not done.wait(min(1.0, period / 4)):
+            now = time.perf_counter()
+            with self._progress_lock:
+                idle, moved = now - self._last_progress, self._moved
+            stalls[0] = max(stalls[0], idle)
+            if idle >= period and now - warned_at >= period:
+                warned_at = now
+                log.warning("checkpoint %s: stalled, nothing written or uploaded for %.0f s (%.1f MB moved "
+                            "in %.0f s so far, %d request(s) retried since start); training goes on, the "
+                            "next checkpoint waits for this one", self.storage.url(name), idle, moved / 1e6,
+                            now - t0, self.storage.retries)
+
+    def _abort_unfinished_uploads(self) -> None:
+        try:
+            n = self.storage.abort_unfinished_uploads()
+        except StorageError as e:   # e.g. no s3:ListBucketMultipartUploads in the policy: not fatal
+            log.warning("could not clean unfinished uploads under %s (%s); a lifecycle rule that aborts "
+                        "incomplete multipart uploads removes them (docs/S3.md)", self.cfg.root, e)
+            return
+        if n:
+            log.warning("aborted %d unfinished multipart upload(s) under %s left by an interrupted checkpoint "
+                        "write (their objects never became visible)", n, self.cfg.root)
+
+    def pop_completed(self) -> list[dict[str, Any]]:
+        """Figures of the writes finished since the last call: {step, write_s, bytes, retries,
+        longest_stall_s} each (seconds, bytes, retried requests); for metrics.jsonl."""
+        with self._progress_lock:
+            out, self._completed = self._completed, []
+        return out
+
+    def poll(self, block: bool = False) -> None:
+        """Raise CheckpointWriteFailed if the write in flight has failed; `block` waits for it first."""
+        if block or self._thread is None or not self._thread.is_alive():
+            self.wait()
 
     def _prune(self, new_step: int) -> None:
         """Keep the newest `keep_last` complete checkpoints up to `new_step`; drop older/incomplete."""
@@ -159,9 +232,11 @@ class CheckpointManager:
             if parse_step(top) is not None:
                 dirs[top] = dirs.get(top, False) or rest == MANIFEST
         older = sorted((n for n in dirs if parse_step(n) < new_step), key=parse_step, reverse=True)
-        keep = [n for n in older if dirs[n]][: max(0, self.cfg.keep_last - 1)]
+        keep = [n for n in older if dirs[n] and n not in self._rejected][: max(0, self.cfg.keep_last - 1)]
         for n in older:
             if n in keep:
+                continue
+            if n in self._rejected:   # failed verification: not ours to delete
                 continue
             s.delete(f"{n}/{MANIFEST}")   # first, so a half-deleted checkpoint is never "complete"
             removed = s.delete_prefix(n)
@@ -196,7 +271,19 @@ class CheckpointManager:
         if resume in ("none", ""):
             return None
         if resume == "auto":
-            return self._reader.newest_complete(self.storage)
+            found = self._reader.newest_complete(self.storage)
+            self._rejected = {n: why for n, why in self._reader.rejected.items()
+                              if self.storage.exists(f"{n}/{MANIFEST}")}
+            if found is None and self._rejected:
+                # Checkpoints exist but none verifies: starting over would move `latest` and later
+                # prune or overwrite them. Stop and let the user choose.
+                lines = "\n".join(f"  {self.storage.url(n)}: {why}" for n, why in sorted(self._rejected.items()))
+                raise CheckpointError(
+                    f"checkpoint.resume=auto: {self.storage.root} holds checkpoints but none verifies:\n{lines}\n"
+                    "Nothing was changed. Set checkpoint.resume: none to start over on purpose (the new run's "
+                    "checkpoints then replace and prune these as it reaches their steps), checkpoint.resume: "
+                    "PATH to resume from a checkpoint elsewhere, or another checkpoint.root to keep them")
+            return found
         try:
             return self._reader.resolve(resume)
         except StorageError as e:

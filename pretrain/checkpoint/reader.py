@@ -93,6 +93,7 @@ class _Reader:
         # location -> (local dir holding verified files, {relpath: (size, mtime_ns)})
         self._verified: dict[str, tuple[Path, dict[str, tuple[int, int]]]] = {}
         self._downloads: set[Path] = set()   # downloaded copies (never the checkpoints themselves)
+        self.rejected: dict[str, str] = {}   # name -> why, of the last newest_complete() scan
 
     def storage(self, root: str) -> Storage:
         key = root.rstrip("/") if root.startswith("s3://") else os.path.normpath(root)
@@ -200,6 +201,7 @@ class _Reader:
         """The newest verified checkpoint under a root, following `latest`, falling back with a warning."""
         names = sorted((n for n in storage.list_dirs() if parse_step(n) is not None),
                        key=lambda n: parse_step(n), reverse=True)
+        self.rejected = {}
         if not names:
             return None
         latest = None
@@ -222,6 +224,7 @@ class _Reader:
                 self.fetch_verified(storage, name)
             except CheckpointError as e:
                 problems.append(str(e))
+                self.rejected[name] = str(e)
                 log.warning("skipping checkpoint %s: %s", storage.url(name), e)
                 continue
             if problems:

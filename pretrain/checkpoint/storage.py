@@ -19,7 +19,8 @@ import shutil
 import tempfile
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Optional
+import threading
+from typing import Callable, Optional
 
 from common.io import atomic_open, write_bytes_atomic
 from common.log import get_logger
@@ -38,6 +39,9 @@ class Storage(ABC):
     """Objects under one root, addressed by `/`-separated keys relative to it."""
 
     root: str
+    # Progress and retry figures, read by the checkpoint manager (stall watchdog, metrics.jsonl).
+    on_progress: Optional[Callable[[int], None]] = None   # called with bytes sent (<0 when a retry rewinds)
+    retries: int = 0                                       # requests retried since the storage was opened
 
     def url(self, key: str = "") -> str:
         """The full location of `key` (`<dir>/key` or `s3://bucket/prefix/key`)."""
@@ -82,6 +86,10 @@ class Storage(ABC):
     def delete(self, key: str) -> None:
         """Delete one object; no error when it does not exist."""
         self.delete_prefix(key)
+
+    def abort_unfinished_uploads(self) -> int:
+        """Abort uploads under the root that a killed writer left open; returns how many (0: none kept)."""
+        return 0
 
     def close(self) -> None:
         """Release connections."""
@@ -209,6 +217,13 @@ class S3Storage(Storage):
             s3={"addressing_style": "path"} if cfg.endpoint_url else {},
         )
         self.client = session.client("s3", endpoint_url=cfg.endpoint_url or None, config=boto_cfg)
+        # Count and report botocore's retries (they are otherwise silent: a flaky endpoint only shows
+        # as slow checkpoints): the cause is noted per request when its answer arrives, and a request
+        # created for attempt 2, 3, ... is a retry.
+        self.retries = 0
+        self._retry_lock = threading.Lock()
+        self.client.meta.events.register("response-received.s3", self._note_response)
+        self.client.meta.events.register("request-created.s3", self._note_request)
         self.transfer = TransferConfig(multipart_threshold=chunk, multipart_chunksize=chunk,
                                        max_concurrency=int(cfg.max_concurrency), use_threads=True)
         where = cfg.endpoint_url or "AWS"
@@ -217,6 +232,31 @@ class S3Storage(Storage):
                  cfg.max_concurrency, cfg.retry_mode, cfg.max_attempts)
         if check:
             self._check_bucket()
+
+    # -- retries ----------------------------------------------------------------------------------
+
+    @staticmethod
+    def _note_response(context=None, exception=None, response_dict=None, parsed_response=None, **_) -> None:
+        if context is None:
+            return
+        if exception is not None:
+            context["kogpt_problem"] = f"{type(exception).__name__}: {exception}"
+        elif response_dict is not None and int(response_dict.get("status_code") or 0) >= 300:
+            code = ((parsed_response or {}).get("Error") or {}).get("Code", "")
+            context["kogpt_problem"] = f"HTTP {response_dict.get('status_code')} {code}".strip()
+
+    def _note_request(self, request=None, operation_name: str = "", **_) -> None:
+        context = getattr(request, "context", None) or {}
+        attempt = int((context.get("retries") or {}).get("attempt", 1))
+        if attempt <= 1:
+            return
+        with self._retry_lock:
+            self.retries += 1
+            total = self.retries
+        where = str(getattr(request, "url", "")).split("?")[0]   # the query may carry an upload id, never keys
+        log.warning("S3 %s %s: retry (attempt %d of %d) after %s; %d retries since start",
+                    operation_name, where, attempt, self.cfg.max_attempts,
+                    context.get("kogpt_problem", "an error"), total)
 
     # -- errors -----------------------------------------------------------------------------------
 
@@ -290,7 +330,8 @@ class S3Storage(Storage):
         # S3 makes an object visible only when its (multipart) upload completes; a failed
         # multipart upload is aborted by the transfer manager (and by the lifecycle rule otherwise).
         with self._errors(f"upload {local_path} to {self.url(key)}"):
-            self.client.upload_file(local_path, self.bucket, self._key(key), Config=self.transfer)
+            self.client.upload_file(local_path, self.bucket, self._key(key), Config=self.transfer,
+                                    Callback=self.on_progress)
 
     def get_file(self, key: str, local_path: str) -> None:
         Path(local_path).parent.mkdir(parents=True, exist_ok=True)
@@ -371,6 +412,22 @@ class S3Storage(Storage):
                     raise StorageError(f"delete {self.url(prefix)}: {e.get('Code')} on "
                                        f"{e.get('Key')}: {e.get('Message')}")
         return len(keys)
+
+    def abort_unfinished_uploads(self) -> int:
+        """Abort the multipart uploads open under this root's prefix: parts of an upload whose writer
+        was killed are invisible but billed until aborted (or a lifecycle rule expires them). Only the
+        run's writer calls this, at start, when none of its own uploads is in flight."""
+        prefix = f"{self.prefix}/" if self.prefix else ""
+        aborted = 0
+        with self._errors(f"list unfinished uploads under {self.root}"):
+            for page in self.client.get_paginator("list_multipart_uploads").paginate(Bucket=self.bucket,
+                                                                                     Prefix=prefix):
+                for up in page.get("Uploads", []):
+                    self.client.abort_multipart_upload(Bucket=self.bucket, Key=up["Key"], UploadId=up["UploadId"])
+                    aborted += 1
+                    log.warning("aborted an unfinished multipart upload of s3://%s/%s (started %s, left by a "
+                                "killed checkpoint write)", self.bucket, up["Key"], up.get("Initiated"))
+        return aborted
 
     def close(self) -> None:
         with contextlib.suppress(Exception):

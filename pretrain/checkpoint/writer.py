@@ -7,12 +7,10 @@ import json
 import os
 import shutil
 import tempfile
-import time
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import numpy as np
-from safetensors.numpy import save_file
 
 from common.io import sha256_file, write_bytes_atomic
 from common.log import get_logger
@@ -78,16 +76,54 @@ def _fsync_dir(path: Path) -> None:
             os.close(fd)
 
 
+_SAFETENSORS_DTYPES = {"float64": "F64", "float32": "F32", "float16": "F16", "int64": "I64", "int32": "I32",
+                       "int16": "I16", "int8": "I8", "uint64": "U64", "uint32": "U32", "uint16": "U16",
+                       "uint8": "U8", "bool": "BOOL"}
+
+
+def save_safetensors(path: Path, tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str]) -> None:
+    """Write a safetensors file whose bytes depend only on the tensors and the metadata.
+
+    safetensors' own writer keeps `__metadata__` in a hash map whose order changes from process to
+    process, so identical checkpoints got different sha256. Here the header is JSON with sorted keys
+    and no spaces, padded with spaces to a multiple of 8 bytes (the format's alignment), and the data
+    follows in tensor-name order, little-endian, C order; safetensors' readers load it as their own.
+    """
+    arrays = {name: np.asarray(tensors[name]) for name in sorted(tensors)}
+    header: dict[str, Any] = {"__metadata__": {str(k): str(v) for k, v in sorted(metadata.items())}}
+    offset = 0
+    for name, a in arrays.items():
+        dtype = _SAFETENSORS_DTYPES.get(a.dtype.name)
+        if dtype is None:
+            raise CheckpointError(f"tensor {name!r} has dtype {a.dtype}, which a checkpoint cannot hold "
+                                  f"(use one of {', '.join(sorted(_SAFETENSORS_DTYPES))})")
+        if a.dtype.byteorder == ">" or not a.flags.c_contiguous:    # (ascontiguousarray makes 0-d 1-d)
+            arrays[name] = a = a.astype(a.dtype.newbyteorder("<"), order="C")
+        header[name] = {"dtype": dtype, "shape": list(a.shape), "data_offsets": [offset, offset + a.nbytes]}
+        offset += a.nbytes
+    head = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    head += b" " * (-len(head) % 8)
+    with open(path, "wb") as f:
+        f.write(len(head).to_bytes(8, "little"))
+        f.write(head)
+        for a in arrays.values():
+            if a.nbytes:
+                f.write(memoryview(a.reshape(-1)).cast("B"))
+
+
 def _write_dir(out: Path, step: int, weights: dict[str, np.ndarray], optimizer: dict[str, np.ndarray],
-               state_bytes: bytes, tokenizer: dict[str, bytes]) -> bytes:
+               state_bytes: bytes, tokenizer: dict[str, bytes],
+               progress: Optional[Callable[[int], None]] = None) -> bytes:
     """Write a checkpoint's files into local directory `out`; returns the MANIFEST.json bytes.
 
-    The manifest itself is not written here: the caller publishes it after the other files.
+    The manifest itself is not written here: the caller publishes it after the other files. Every
+    file's bytes depend only on the arrays and state (no time stamps), so identical runs write
+    byte-identical checkpoints. `progress(nbytes)` is called after each file is written and hashed.
     """
     out.mkdir(parents=True, exist_ok=True)
     meta = {"format": FORMAT, "step": str(step)}
-    save_file(weights, out / WEIGHTS_FILE, metadata=meta)
-    save_file(optimizer, out / OPTIMIZER_FILE, metadata=meta)
+    save_safetensors(out / WEIGHTS_FILE, weights, meta)
+    save_safetensors(out / OPTIMIZER_FILE, optimizer, meta)
     (out / STATE_FILE).write_bytes(state_bytes)
     if tokenizer:
         (out / TOKENIZER_DIR).mkdir(exist_ok=True)
@@ -98,15 +134,17 @@ def _write_dir(out: Path, step: int, weights: dict[str, np.ndarray], optimizer: 
         if p.is_file() and p.name != MANIFEST:
             _fsync_file(p)
             files[p.relative_to(out).as_posix()] = {"size": p.stat().st_size, "sha256": sha256_file(p)}
-    manifest = {"format": FORMAT, "step": step, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "files": files}
-    return (json.dumps(manifest, indent=2) + "\n").encode("utf-8")
+            if progress is not None:
+                progress(p.stat().st_size)
+    manifest = {"format": FORMAT, "step": step, "files": files}
+    return (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode("utf-8")
 
 
 def _publish(storage: Storage, name: str, step: int, weights: dict[str, np.ndarray],
              optimizer: dict[str, np.ndarray], state_bytes: bytes, tokenizer: dict[str, bytes],
              staging_dir: Optional[str], update_latest: bool) -> int:
-    """Write checkpoint `name` under `storage`: files, MANIFEST.json, then `latest`. Returns bytes."""
+    """Write checkpoint `name` under `storage`: files, MANIFEST.json, then `latest`. Returns bytes.
+    `storage.on_progress`, when set, hears of every file written locally and every byte uploaded."""
     local = storage.local_path(name)
     if local is not None:
         # Build the directory under a temporary name beside its final place, then rename.
@@ -114,7 +152,7 @@ def _publish(storage: Storage, name: str, step: int, weights: dict[str, np.ndarr
         root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=root))
         try:
-            manifest = _write_dir(tmp, step, weights, optimizer, state_bytes, tokenizer)
+            manifest = _write_dir(tmp, step, weights, optimizer, state_bytes, tokenizer, storage.on_progress)
             write_bytes_atomic(tmp / MANIFEST, manifest)
             final = Path(local)
             old = None
@@ -133,7 +171,7 @@ def _publish(storage: Storage, name: str, step: int, weights: dict[str, np.ndarr
         tmp = base / name
         shutil.rmtree(tmp, ignore_errors=True)
         try:
-            manifest = _write_dir(tmp, step, weights, optimizer, state_bytes, tokenizer)
+            manifest = _write_dir(tmp, step, weights, optimizer, state_bytes, tokenizer, storage.on_progress)
             if storage.list(name):
                 # Leftovers of an earlier attempt at this step: drop its manifest first, so the
                 # directory is never "complete" with a mix of old and new files.

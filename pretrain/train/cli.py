@@ -13,7 +13,9 @@ Exit status: 0 done; 2 a config/data/checkpoint problem (the message names the f
 diverged (NaN/Inf; the last good checkpoint is intact); 4 stopped by SIGTERM/SIGUSR1 (spot
 interruption, Slurm preemption) after saving a checkpoint at the step boundary: run again to
 continue; 5 a checkpoint write failed after the storage's retries (the previous one is intact: run
-again to resume); 1 anything else. launch/*.sh pass the first failed worker's status on.
+again to resume); 1 anything else. Under Horovod every rank exits with the same status: a failure
+found on one rank reaches the others at the next step boundary (pretrain/train/status.py), and
+launch/*.sh pass the workers' status on.
 """
 from __future__ import annotations
 
@@ -27,21 +29,6 @@ from common.config import ConfigError, add_config_args, config_from_args
 from common.log import setup_logging
 
 log = logging.getLogger("pretrain.train")
-
-
-def _user_errors() -> tuple[type, ...]:
-    """Exception types whose message is the whole story for the user (no traceback)."""
-    from corpus.shards.read import ShardsError
-    from corpus.tokenizer import TokenizerError
-    from pretrain.checkpoint import CheckpointError
-    from pretrain.train.data import DataError
-    errors: list[type] = [ConfigError, DataError, CheckpointError, ShardsError, TokenizerError]
-    try:
-        from pretrain.engines.mxnet.gpu import UnsupportedGPUError
-        errors.append(UnsupportedGPUError)
-    except ImportError:
-        pass
-    return tuple(errors)
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -66,6 +53,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     from pretrain.checkpoint import CheckpointWriteFailed
     from pretrain.engines import resolve_engine
     from pretrain.train.dist import init_dist
+    from pretrain.train.status import PeerFailed, exit_status, user_errors
     from pretrain.train.trainer import StopRequested, TrainingDiverged, run
 
     # train.engine: auto -> mxnet | torch before Horovod starts (which Horovod module depends on it);
@@ -79,19 +67,22 @@ def main(argv: Optional[list[str]] = None) -> int:
     setup_logging(getattr(logging, cfg.log.level.upper(), logging.INFO), rank=dist.rank)
     try:
         tr = run(cfg, dist)
+    except PeerFailed as e:
+        log.error("%s", e)
+        return e.status
     except TrainingDiverged as e:
         log.error("training diverged: %s", e)
-        return 3
+        return exit_status(e)
     except StopRequested as e:
         log.warning("%s", e)
-        return 4
+        return exit_status(e)
     except CheckpointWriteFailed as e:
         log.error("%s. The previous checkpoint is intact: run the same command again to resume from it "
                   "(exit 5: a storage failure that may pass)", e)
-        return 5
-    except _user_errors() as e:
+        return exit_status(e)
+    except user_errors() as e:
         log.error("%s: %s", type(e).__name__, e)
-        return 2
+        return exit_status(e)
     log.info("done: step %d, %d tokens seen, %d skipped steps; outputs in %s", tr.step, tr.tokens_seen,
              tr.skipped, cfg.train.out_dir)
     return 0

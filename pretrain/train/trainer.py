@@ -1,7 +1,9 @@
 """The training loop, shared by both engines: data order, schedule, eval, logging, checkpoints.
 
 `run(cfg)` trains to `train.max_steps` and returns; errors a user can fix are raised as exceptions
-with the fix in the message (pretrain/train/cli.py turns them into an exit status). It never asks which
+with the fix in the message (pretrain/train/cli.py turns them into an exit status). Under Horovod every
+rank learns of a failure on any rank at the next step boundary and raises with the same status
+(pretrain/train/status.py: one small allreduce per step). It never asks which
 engine or backend it runs on: it talks to an `Engine` (pretrain/engines/base.py) and a `Dist`.
 """
 from __future__ import annotations
@@ -22,18 +24,12 @@ from pretrain.train.dist import Dist
 from pretrain.engines.base import tensor_shapes
 from pretrain.train.metrics import MetricsWriter, flops_per_token, fmt_bytes, mfu
 from pretrain.train.schedule import lr_at
+from pretrain.train.status import (StopRequested, TrainingDiverged, agree, agreed,  # noqa: F401 (re-exported)
+                                   mark_agreed)
 
 log = logging.getLogger("pretrain.train")
 
 STATE_FORMAT = "kogpt-ckpt-v1"
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss or gradient became NaN/Inf without fp16 loss scaling to absorb it."""
-
-
-class StopRequested(Exception):
-    """SIGTERM/SIGUSR1 arrived (spot interruption, Slurm preemption): a checkpoint was saved, then we stop."""
 
 
 class _StopSignal:
@@ -62,11 +58,30 @@ class Trainer:
     """One run. `Trainer(cfg, dist).run()`; attributes hold the live counters (step, cursor, ...)."""
 
     def __init__(self, cfg: Any, dist: Dist):
-        from corpus.tokenizer import Tokenizer
-        from pretrain.checkpoint import CheckpointManager
         from pretrain.engines import create_engine
 
         self.cfg, self.dist = cfg, dist
+        error: Optional[Exception] = None
+        try:
+            self._setup_local()
+        except Exception as e:      # told to every rank before the engine's first collective
+            error = e
+        agree(dist, error)
+        self.engine = create_engine(cfg, dist, self.vocab_size)
+        self.step = 0
+        self.cursor = 0
+        self.tokens_seen = 0
+        self.skipped = 0
+        self.resumed_step: Optional[int] = None
+        self.fpt = flops_per_token(self.engine.num_params, cfg.model.num_layers, cfg.model.units, self.seq_len)
+
+    def _setup_local(self) -> None:
+        """Everything before the first collective: tokenizer, data, checkpoint root, metrics file.
+        Any of it may fail on one rank only (a host without the shards, an S3 check that fails)."""
+        from corpus.tokenizer import Tokenizer
+        from pretrain.checkpoint import CheckpointManager
+
+        cfg, dist = self.cfg, self.dist
         t = cfg.train
         self.seq_len = t.seq_len or cfg.model.max_length
         self.accum = t.accumulation(dist.size)      # validates global = micro x accum x workers
@@ -89,22 +104,31 @@ class Trainer:
             os.makedirs(t.out_dir, exist_ok=True)
             self.tokenizer.save(self.tok_dir)
             save_resolved(cfg, os.path.join(t.out_dir, "config.yaml"))
-
-        self.engine = create_engine(cfg, dist, vocab)
         self.cm = CheckpointManager(cfg.checkpoint, t.out_dir, is_writer=dist.is_root)
         self.metrics = MetricsWriter(t.out_dir, dist.is_root, cfg.log.tensorboard)
-        self.step = 0
-        self.cursor = 0
-        self.tokens_seen = 0
-        self.skipped = 0
-        self.resumed_step: Optional[int] = None
-        self.fpt = flops_per_token(self.engine.num_params, cfg.model.num_layers, cfg.model.units, self.seq_len)
 
     # -- resume ---------------------------------------------------------------------------------
     def resume(self) -> None:
+        """Resume per `checkpoint.resume` (or initialise from `init_from`). Rank 0 finds the checkpoint,
+        every rank loads and verifies it; a failure on any rank stops all of them with its status."""
         ck_cfg = self.cfg.checkpoint
-        where = self.cm.resolve_resume(ck_cfg.resume) if self.dist.is_root else None
+        where, error = None, None
+        if self.dist.is_root:
+            try:
+                where = self.cm.resolve_resume(ck_cfg.resume)
+            except Exception as e:
+                error = e
+        agree(self.dist, error)
         where = self.dist.broadcast_object(where)
+        error = None
+        try:
+            self._load(where)
+        except Exception as e:
+            error = e
+        agree(self.dist, error)
+
+    def _load(self, where: Optional[str]) -> None:
+        ck_cfg = self.cfg.checkpoint
         if where is None:
             if ck_cfg.init_from:
                 from pretrain.checkpoint import load_checkpoint
@@ -169,6 +193,7 @@ class Trainer:
         log.info("checkpoint step %d: training blocked %.3f s (%.3f s waiting for the previous checkpoint's "
                  "files, then the state to host memory; files written in the background)", self.step, blocked, waited)
         self.metrics.write("checkpoint", self.step, {"blocked_s": blocked, "waited_for_previous_s": waited})
+        self._write_metrics()
 
     # -- evaluation -----------------------------------------------------------------------------
     def evaluate(self) -> Optional[float]:
@@ -212,41 +237,68 @@ class Trainer:
         finally:
             stop.restore()
 
+    def _fetch(self) -> list:
+        t = self.cfg.train
+        return self.train_data.batch_for_step(self.cursor, self.dist.rank, self.dist.size, t.micro_batch, self.accum)
+
+    def _check_step(self, res: Any, lr: float, save_due: bool) -> None:
+        """What a rank may find after a step: divergence, the previous checkpoint's write failed
+        (rank 0; waits for it when this step saves again). Raises; `agree` then tells every rank."""
+        if res.skipped:
+            self.skipped += 1
+            log.warning("step %d skipped: fp16 gradient overflow, loss scale now %g (%d skipped so far)",
+                        self.step, res.loss_scale, self.skipped)
+        elif not (math.isfinite(res.loss) and math.isfinite(res.grad_norm)):
+            last = self.cm.last_saved_step if self.dist.is_root else None
+            raise TrainingDiverged(
+                f"step {self.step}: loss {res.loss} / grad norm {res.grad_norm} is not finite in "
+                f"{self.engine.precision} (lr {lr:.3g}). The run stops; the last good checkpoint "
+                f"({'step %d' % last if last is not None else 'none written by this process'}) under "
+                f"{self.cfg.checkpoint.root} is intact. Lower optim.lr, raise optim.warmup_steps or check "
+                "the data, then resume (checkpoint.resume: auto)")
+        if self.dist.is_root:
+            self.cm.poll(block=save_due)
+            self._write_metrics()
+
+    def _write_metrics(self) -> None:
+        """metrics.jsonl records of the checkpoint writes that finished in the background since the last call."""
+        for rec in self.cm.pop_completed():
+            self.metrics.write("checkpoint_write", rec.pop("step"), rec)
+
     def _loop(self, end: int, stop: "_StopSignal") -> None:
         t, dist = self.cfg.train, self.dist
         g = t.global_batch
+        every = self.cfg.checkpoint.every_steps
         losses: list[float] = []
         t_last, tok_last = time.perf_counter(), self.tokens_seen
         last_eval = -1
         last_ckpt = self.resumed_step if self.resumed_step is not None else -1   # that one exists already
-        while self.step < end:
-            # Every rank must stop at the same step, though a signal may reach only some: agree by sum.
-            if dist.allreduce_sum(np.array([1.0 if stop.received else 0.0]))[0] > 0:
-                if last_ckpt != self.step:
-                    self.save()
-                raise StopRequested(f"stopped by signal at step {self.step} after saving a checkpoint under "
-                                    f"{self.cfg.checkpoint.root}; run again (checkpoint.resume: auto) to continue")
+        # The next step's batches are read before the step boundary, so that a rank that cannot read
+        # them stops every rank there (agree) instead of leaving them waiting in the gradient allreduce.
+        batches, error = None, None
+        try:
+            batches = self._fetch() if self.step < end else None
+        except Exception as e:
+            error = e
+        stopping = agree(dist, error, stop=stop.received is not None)
+        while self.step < end and not stopping:
             lr = lr_at(self.step, self.cfg.optim, t.max_steps)
-            batches = self.train_data.batch_for_step(self.cursor, dist.rank, dist.size, t.micro_batch, self.accum)
             cursor_before = self.cursor
             res = self.engine.train_step(batches, lr)
             self.step += 1
             self.cursor += g
             self.tokens_seen += g * self.seq_len
-            if res.skipped:
-                self.skipped += 1
-                log.warning("step %d skipped: fp16 gradient overflow, loss scale now %g (%d skipped so far)",
-                            self.step, res.loss_scale, self.skipped)
-            elif not (math.isfinite(res.loss) and math.isfinite(res.grad_norm)):
-                last = self.cm.last_saved_step if dist.is_root else None
-                raise TrainingDiverged(
-                    f"step {self.step}: loss {res.loss} / grad norm {res.grad_norm} is not finite in "
-                    f"{self.engine.precision} (lr {lr:.3g}). The run stops; the last good checkpoint "
-                    f"({'step %d' % last if last is not None else 'none written by this process'}) under "
-                    f"{self.cfg.checkpoint.root} is intact. Lower optim.lr, raise optim.warmup_steps or check "
-                    "the data, then resume (checkpoint.resume: auto)")
-            else:
-                losses.append(res.loss)
+            error = None
+            try:
+                self._check_step(res, lr, save_due=bool(every and self.step % every == 0) or self.step == end
+                                 or stop.received is not None)
+                if not res.skipped:
+                    losses.append(res.loss)
+                batches = self._fetch() if self.step < end else None
+            except Exception as e:
+                error = e
+            # The step boundary: one small allreduce tells every rank about signals and failures.
+            stopping = agree(dist, error, stop=stop.received is not None)
             if self.step % t.log_every == 0 or self.step == end:
                 now = time.perf_counter()
                 tps = (self.tokens_seen - tok_last) / max(now - t_last, 1e-9)
@@ -263,16 +315,38 @@ class Trainer:
                     "loss": loss, "lr": lr, "grad_norm": res.grad_norm, "tokens_per_s": tps, "mfu": frac,
                     "loss_scale": res.loss_scale, "memory_bytes": mem, "tokens_seen": self.tokens_seen,
                     "sample_cursor": cursor_before, "skipped_steps": self.skipped})
+            if stopping:
+                break
             if t.eval_every and self.step % t.eval_every == 0:
                 self.evaluate()
                 last_eval = self.step
-            if self.cfg.checkpoint.every_steps and self.step % self.cfg.checkpoint.every_steps == 0:
+            if every and self.step % every == 0:
                 self.save()
                 last_ckpt = self.step
+        if stopping:
+            # Every rank stops at the same step, though a signal may have reached only some.
+            if last_ckpt != self.step:
+                self.save()
+            raise mark_agreed(StopRequested(
+                f"stopped by signal at step {self.step} after saving a checkpoint under "
+                f"{self.cfg.checkpoint.root}; run again (checkpoint.resume: auto) to continue"))
         if last_eval != self.step:
             self.evaluate()
         if last_ckpt != self.step:
             self.save()
+
+    def finish(self, error: Optional[BaseException]) -> None:
+        """The end of every run that is still in step on all ranks: rank 0 waits for its last checkpoint
+        write (a failure becomes exit 5), then every rank agrees on the outcome, so all exit alike."""
+        if self.dist.is_root:
+            try:
+                self.cm.wait()
+            except Exception as e:
+                error = e if error is None or isinstance(error, StopRequested) else error
+            self._write_metrics()
+        agree(self.dist, error if isinstance(error, Exception) else None)
+        if error is not None:
+            raise error
 
     def close(self) -> None:
         try:
@@ -282,11 +356,20 @@ class Trainer:
 
 
 def run(cfg: Any, dist: Dist) -> Trainer:
-    """Build, resume and train; the checkpoint manager is closed (last save finished) on the way out."""
+    """Build, resume and train; the checkpoint manager is closed (last save finished) on the way out.
+    Errors leave every rank with the same exception status (pretrain/train/status.py)."""
     tr = Trainer(cfg, dist)
     try:
-        tr.resume()
-        tr.run()
+        error: Optional[BaseException] = None
+        try:
+            tr.resume()
+            tr.run()
+        except Exception as e:
+            error = e
+        if error is None or agreed(error):
+            tr.finish(error)       # collectives still line up: one last agreement
+        else:
+            raise error            # a rank left mid-collective (a bug, a crash): no agreement possible
     finally:
         tr.close()
     return tr
