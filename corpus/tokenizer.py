@@ -50,6 +50,7 @@ import sentencepiece as spm
 
 from common.io import atomic_open, read_json, sha256_file, write_bytes_atomic, write_json_atomic
 from corpus.errors import TokenizerError  # noqa: F401 - re-exported: callers catch corpus.tokenizer.TokenizerError
+from corpus.pii import PLACEHOLDERS
 from corpus.sentence_sample import sample_sentences
 
 log = logging.getLogger("corpus.tokenizer")
@@ -57,6 +58,9 @@ log = logging.getLogger("corpus.tokenizer")
 FORMAT = "kogpt-tokenizer-v1"
 SPECIAL_TOKENS = {"unk": "<unk>", "bos": "<s>", "eos": "</s>", "pad": "<pad>", "mask": "<mask>"}
 NEWLINE = "\n"  # its own piece (a user-defined symbol after the <unused*> slots): see the module docstring
+# The corpus stage's PII placeholders (<|rrn|>, <|tel|>, ...: corpus/pii.py), one piece each, after NEWLINE
+# (so no earlier id moves): without them each would be learned as 3-5 pieces of punctuation and letters.
+PII_PIECES = list(PLACEHOLDERS.values())
 _UNUSED_RE = re.compile(r"^<unused\d+>$")
 
 
@@ -228,7 +232,8 @@ def spm_training_args(t: Any, input_file: str, model_prefix: str, threads: int) 
         unk_id=0, bos_id=1, eos_id=2, pad_id=3,
         unk_piece=SPECIAL_TOKENS["unk"], bos_piece=SPECIAL_TOKENS["bos"], eos_piece=SPECIAL_TOKENS["eos"],
         pad_piece=SPECIAL_TOKENS["pad"],
-        user_defined_symbols=[SPECIAL_TOKENS["mask"]] + [f"<unused{i}>" for i in range(t.num_unused)] + [NEWLINE],
+        user_defined_symbols=[SPECIAL_TOKENS["mask"]] + [f"<unused{i}>" for i in range(t.num_unused)] + [NEWLINE]
+        + PII_PIECES,
         input_sentence_size=0, shuffle_input_sentence=False,  # the sample is already drawn, seeded
         max_sentence_length=4 * t.max_sentence_chars,         # bytes; UTF-8 is at most 4 per char
         hard_vocab_limit=True, num_threads=threads, minloglevel=2)
@@ -250,6 +255,7 @@ def train_spm_file(sentences_file: str | os.PathLike, t: Any, out_dir: str | os.
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     reserved = 2 + len(SPECIAL_TOKENS) + t.num_unused + (256 if t.byte_fallback else 0)  # +1: NEWLINE
+    reserved += len(PII_PIECES)
     if t.vocab_size <= reserved:
         raise TokenizerError(f"tokenizer.vocab_size={t.vocab_size} leaves no room for learned pieces: "
                              f"{reserved} ids are reserved (specials, {t.num_unused} unused slots"
@@ -298,6 +304,7 @@ def _training_settings(cfg: Any, manifest_sha: str) -> dict:
             "max_sentence_chars": t.max_sentence_chars, "character_coverage": t.character_coverage,
             "byte_fallback": t.byte_fallback, "normalization": t.normalization,
             "remove_extra_whitespaces": False, "num_unused": t.num_unused, "newline_piece": True, "seed": t.seed,
+            "pii_pieces": PII_PIECES,
             "sentence_splitter": cfg.corpus.sentence_splitter, "heldout": {
                 "valid_fraction": cfg.shards.valid_fraction, "seed": cfg.shards.seed},
             "corpus_manifest_sha256": manifest_sha, "sentencepiece_version": spm.__version__}

@@ -150,6 +150,17 @@ def test_newline_is_its_own_piece_not_a_byte(tok):
     assert not tok.sp.id_to_piece(ids[ids.index(nl) + 1]).startswith("▁")   # no space there, no ▁
 
 
+def test_pii_placeholders_are_single_pieces(tok):
+    """The corpus stage's <|rrn|>, <|tel|>, ... (corpus/pii.py) each encode to one id, after the newline's."""
+    from corpus.pii import PLACEHOLDERS
+
+    ids = [tok.piece_id(p) for p in PLACEHOLDERS.values()]
+    assert ids == list(range(5 + 8 + 1, 5 + 8 + 1 + len(ids)))
+    text = "연락처 <|tel|>, 메일 <|email|>로"
+    enc = tok.encode(text)
+    assert tok.piece_id("<|tel|>") in enc and tok.piece_id("<|email|>") in enc and tok.decode(enc) == text
+
+
 def test_reproducible_byte_identical_across_threads(tmp_path, tok):
     a = train_small(tmp_path / "a", threads=1)
     b = train_small(tmp_path / "b", threads=2)
