@@ -12,6 +12,7 @@ Outputs (the formats a real run feeds to the corpus stage):
   news.jsonl                            {"id", "title", "text", "date", "section"} per line, with planted noise
   dialogue.txt                          informal text, documents separated by a blank line
   legacy-cp949.txt                      one document per line, CP949 bytes, CRLF line ends
+  nikl-sample-messenger.json            모두의 말뭉치 (NIKL) messenger layout: document[].utterance[]
 
 The planted noise (what the corpus cleaner must remove, drop or deduplicate) is applied here, not in
 the sources, and listed with the affected ids in the generated block of samples/README.md.
@@ -42,6 +43,7 @@ WIKI_OUT = "kowiki-sample-pages-articles.xml.bz2"
 NEWS_OUT = "news.jsonl"
 DIALOGUE_OUT = "dialogue.txt"
 LEGACY_OUT = "legacy-cp949.txt"
+MESSENGER_OUT = "nikl-sample-messenger.json"
 
 ZWSP, NBSP = "\u200b", "\u00a0"
 
@@ -490,6 +492,29 @@ def build_legacy() -> tuple[bytes, int]:
     return data, len(lines)
 
 
+def build_messenger() -> tuple[bytes, int, int]:
+    """src/messenger.txt (conversations separated by a blank line, "# topic" then "SPEAKER: text" lines)
+    in the NIKL messenger corpus layout: {"id", "metadata", "document": [{"id", "metadata": {"topic",
+    "speaker"}, "utterance": [{"id", "form", "original_form", "speaker_id"}]}]}."""
+    docs, n_utt = [], 0
+    for i, conv in enumerate((c for c in re.split(r"\n[ \t]*\n", read_src("messenger.txt")) if c.strip()), 1):
+        did = f"MSRW1900000001.{i}"
+        lines = [ln.strip() for ln in conv.strip("\n").split("\n") if ln.strip()]
+        topic = lines[0][1:].strip() if lines[0].startswith("#") else ""
+        utts, speakers = [], []
+        for j, ln in enumerate((ln for ln in lines if not ln.startswith("#")), 1):
+            sp, form = (x.strip() for x in ln.split(":", 1))
+            if sp not in speakers:
+                speakers.append(sp)
+            utts.append({"id": f"{did}.{j}", "form": form, "original_form": form, "speaker_id": sp})
+        n_utt += len(utts)
+        docs.append({"id": did, "metadata": {"topic": topic, "speaker": [{"id": s} for s in speakers]},
+                     "utterance": utts})
+    obj = {"id": "MSRW1900000001", "metadata": {"title": "샘플 메신저 대화", "creator": "kogpt2-pretrain samples",
+                                                "year": "2019"}, "document": docs}
+    return (json.dumps(obj, ensure_ascii=False, indent=1) + "\n").encode("utf-8"), len(docs), n_utt
+
+
 # ----------------------------------------------------------------------------------------------------
 
 def build() -> tuple[dict[str, bytes], str]:
@@ -498,8 +523,9 @@ def build() -> tuple[dict[str, bytes], str]:
     news, news_tally = build_news(parse_news_sources())
     dialogue, n_dialogue = build_dialogue()
     legacy, n_legacy = build_legacy()
+    messenger, n_conv, n_utt = build_messenger()
     files = {WIKI_OUT: bz2.compress(wiki_xml, 9), NEWS_OUT: news_jsonl(news),
-             DIALOGUE_OUT: dialogue, LEGACY_OUT: legacy}
+             DIALOGUE_OUT: dialogue, LEGACY_OUT: legacy, MESSENGER_OUT: messenger}
     extra_cp949 = sorted({c for c in legacy.decode("cp949") if "\uac00" <= c <= "\ud7a3"
                           and len(c.encode("euc_kr")) > 2})
     n_art = sum(1 for p in pages if p.ns == 0 and not p.redirect)
@@ -509,6 +535,7 @@ def build() -> tuple[dict[str, bytes], str]:
     g.append(f"| `corpus/{NEWS_OUT}` | {len(files[NEWS_OUT]):,} | {len(news)} lines |")
     g.append(f"| `corpus/{DIALOGUE_OUT}` | {len(dialogue):,} | {n_dialogue} blank-line separated documents |")
     g.append(f"| `corpus/{LEGACY_OUT}` | {len(legacy):,} | {n_legacy} lines (one document each) |")
+    g.append(f"| `corpus/{MESSENGER_OUT}` | {len(messenger):,} | {n_conv} conversations, {n_utt} utterances |")
     g += ["", "### kowiki-sample-pages-articles.xml.bz2", ""] + wiki_tally(pages)
     g += ["", "### news.jsonl", ""] + news_tally
     g += ["", "### dialogue.txt", "",
@@ -517,7 +544,12 @@ def build() -> tuple[dict[str, bytes], str]:
           "", "### legacy-cp949.txt", "",
           f"- {n_legacy} documents, CP949 bytes, CRLF line ends, no BOM. Contains syllables outside "
           f"KS X 1001 ({', '.join(extra_cp949)}), so decoding as strict `euc-kr` fails and "
-          "UTF-8 fails on the first Hangul byte; `cp949` decodes it.", "", END]
+          "UTF-8 fails on the first Hangul byte; `cp949` decodes it.",
+          "", f"### {MESSENGER_OUT}", "",
+          f"- {n_conv} conversations ({n_utt} utterances) in the 모두의 말뭉치 messenger layout; `form` and "
+          "`original_form` are equal. For the per-input cleaning steps: runs such as `ㅋㅋㅋㅋㅋㅋ`, `ㅠㅠㅠㅠ` and "
+          "`!!!!!!` (repeat normalization), a de-identification placeholder `&name1&` and an example phone "
+          "number `010-1234-5678` (PII placeholder).", "", END]
     return files, "\n".join(g)
 
 
