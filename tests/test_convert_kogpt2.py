@@ -379,15 +379,15 @@ def test_shard_stage_accepts_the_spiece(env, shards):
     d, m = shards
     assert m["tokenizer_sha256"] == sha256_file(spiece) and m["eos_id"] == tok.piece_id("</s>")
     assert m["vocab_size"] == tok.vocab_size
-    # every document comes back as the .spiece encodes it (its own normalization applies), then </s>
+    # every document comes back as <s>, the ids the .spiece encodes it to (its own normalization applies), </s>
     want = {tok.decode(tok.encode(doc["text"])) for doc in make_docs(60, seed=3)}
     for split in ("train", "valid"):
         sh = TokenShards(d, split, tokenizer_sha256=tok.sha256)
         assert sh.num_docs == m["splits"][split]["docs"] > 0
         for i in range(sh.num_docs):
             ids = sh.document(i)
-            assert ids[-1] == tok.eos_id and tok.eos_id not in ids[:-1]
-            assert tok.decode(ids[:-1]) in want
+            assert ids[0] == tok.bos_id and ids[-1] == tok.eos_id and tok.eos_id not in ids[:-1]
+            assert tok.decode(ids[1:-1]) in want
 
 
 @pytest.mark.parametrize("engine,how", [("mxnet", "init_from"), ("mxnet", "resume"), ("torch", "init_from"),

@@ -125,14 +125,18 @@ def test_cli_prints_text(checkpoint, capsys):
     assert generate_main(["--checkpoint", str(checkpoint[1] / "nope"), "--prompt", "x"]) == 2
 
 
-def test_byte_fallback_pieces_are_not_generated_unless_allowed(checkpoint):
+def test_byte_fallback_pieces_are_generated_unless_banned(checkpoint):
+    """Byte pieces are valid text (a character outside the vocabulary): allowed by default and decoded
+    together; `ban_bytes` (--ban-byte-tokens) keeps to the learned pieces. Specials are never emitted."""
     from pretrain.generate import non_text_ids
 
     lm = load_model(checkpoint[0], engine="torch")
     tok = lm.tokenizer
     byte_ids = {i for i in range(tok.vocab_size) if tok.sp.is_byte(i)}
-    assert byte_ids and byte_ids <= set(non_text_ids(tok).tolist())
-    assert not byte_ids & set(non_text_ids(tok, allow_bytes=True).tolist())
-    assert tok.eos_id not in set(non_text_ids(tok).tolist())
-    out = generate_ids(lm, [tok.bos_id], 30, SamplingConfig(temperature=2.0), seed=1, stop_at_eos=False)
-    assert not set(out) & set(non_text_ids(tok).tolist())
+    specials = {tok.unk_id, tok.bos_id, tok.pad_id, tok.mask_id} | {tok.piece_id(p) for p in tok.unused_tokens}
+    assert set(non_text_ids(tok).tolist()) == specials and tok.piece_id("\n") not in specials
+    assert set(non_text_ids(tok, ban_bytes=True).tolist()) == specials | byte_ids
+    assert tok.eos_id not in set(non_text_ids(tok, ban_bytes=True).tolist())
+    out = generate_ids(lm, [tok.bos_id], 30, SamplingConfig(temperature=2.0), seed=1, stop_at_eos=False,
+                       ban_bytes=True)
+    assert not set(out) & set(non_text_ids(tok, ban_bytes=True).tolist())

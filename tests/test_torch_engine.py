@@ -303,8 +303,9 @@ def test_export_to_transformers_and_back(tmp_path):
 
     hf_tok = transformers.AutoTokenizer.from_pretrained(str(out))
     assert hf_tok.eos_token == "</s>" and hf_tok.pad_token_id == 3
-    for text in docs[:20] + docs[-1:] + [" 앞 공백", "끝 공백  ", "", "\n"]:
+    for text in docs[:20] + docs[-1:] + [" 앞 공백", "끝 공백  ", "", "\n끝", "<mask> 토큰 <unused0>끝"]:
         assert hf_tok.encode(text, add_special_tokens=False) == tok.encode(text), text
+        assert hf_tok.encode(text) == [tok.bos_id] + tok.encode(text), text      # the convention: <s> first
         assert hf_tok.decode(tok.encode(text)) == tok.decode(tok.encode(text)), text
     assert (out / "spm.model").read_bytes() == (tmp_path / "tok" / "spm.model").read_bytes()
 

@@ -9,10 +9,18 @@ The exported directory loads with `transformers` and no custom code:
   `layer_norm_epsilon`, bos/eos/pad ids from the tokenizer;
 - model.safetensors: HF names; HF's GPT-2 uses Conv1D layers that store (in, out), so every dense
   weight is transposed; `c_attn` is our `qkv` (same q|k|v row order); `lm_head` is tied to `wte`;
-- tokenizer: `tokenizer.json` (a fast tokenizer converted from the SentencePiece model: same ids
-  as `corpus.tokenizer.Tokenizer.encode` for plain text; text holding the user-defined symbols
-  `<mask>`/`<unused*>` may differ by a `▁` piece around them), `spm.model` (the original), and our
-  own tokenizer metadata as `kogpt_tokenizer.json`.
+- tokenizer: `tokenizer.json` (a fast tokenizer converted from the SentencePiece model), `spm.model`
+  (the original), and our own tokenizer metadata as `kogpt_tokenizer.json`. It follows the project's
+  convention (docs/CONTRACTS.md "One convention"): `tok(text).input_ids` is `[<s>] + encode(text)`,
+  the input every document had in training (`add_special_tokens=False`: exactly `encode(text)`); no
+  `</s>` is appended. Ids equal SentencePiece's for any text, user-defined symbols (`<mask>`,
+  `<unused*>`, `\n`) inside it included, with one exception: a text that is nothing but one
+  user-defined symbol (`"\n"`, `"<mask>"`) lacks SentencePiece's leading `▁` piece. Control
+  tokens written in text (`"</s>"`, `"<s>"`) are text, as in SentencePiece (`split_special_tokens`):
+  only the tokenizer's own bos and the model's eos are control ids;
+- generation_config.json: bos/eos/pad ids, greedy decoding by default, at most 64 new tokens, and
+  `suppress_tokens` = the ids `pretrain.generate` never emits (<unk> <s> <pad> <mask> <unused*>), so
+  `pipeline('text-generation')` gives the same greedy tokens as `pretrain.generate --greedy`.
 """
 from __future__ import annotations
 
@@ -77,12 +85,20 @@ def from_hf_state_dict(sd: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
 def hf_tokenizer_from_spm(spm_file: str | Path):
     """A `PreTrainedTokenizerFast` equivalent to the SentencePiece BPE model (byte fallback kept).
 
-    Like SentencePiece with `add_dummy_prefix`: `▁` is prepended to the text and spaces become `▁`;
-    control pieces (<unk> <s> </s> <pad>) are special tokens; user-defined pieces are added tokens.
+    SentencePiece prepends one `▁` to the whole text (add_dummy_prefix), turns spaces into `▁`, then
+    matches the user-defined symbols verbatim and runs BPE on the rest; control symbols written in the
+    text are plain characters. Here: user-defined pieces are *normalized* added tokens, so they are
+    matched in the normalized text and the dummy `▁` goes to the text's start only (not after every
+    symbol, which a per-section `Prepend` would do); the normalizer leaves a string that is exactly
+    one symbol alone, because transformers normalizes the symbols' own text with it too (hence the
+    one documented difference: such a text gets no leading `▁`). Control pieces are special tokens
+    that text never produces (`split_special_tokens=True`); the post-processor prepends `<s>`.
     """
+    import re
+
     import sentencepiece as spm
     from sentencepiece import sentencepiece_model_pb2 as pb
-    from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, processors
     from transformers import PreTrainedTokenizerFast
     from transformers.convert_slow_tokenizer import SentencePieceExtractor
 
@@ -96,23 +112,43 @@ def hf_tokenizer_from_spm(spm_file: str | Path):
     unk = sp.id_to_piece(sp.unk_id())
     tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, unk_token=unk, fuse_unk=True,
                                byte_fallback=proto.trainer_spec.byte_fallback))
-    dummy = proto.normalizer_spec.add_dummy_prefix
-    norm = ([normalizers.Prepend("▁")] if dummy else []) + [normalizers.Replace(" ", "▁")]
-    tok.normalizer = normalizers.Sequence(norm)
-    dec = [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()]
-    tok.decoder = decoders.Sequence(dec + ([decoders.Strip(content=" ", left=1, right=0)] if dummy else []))
     T = pb.ModelProto.SentencePiece
-    added = [AddedToken(p.piece, special=p.type in (T.CONTROL, T.UNKNOWN), normalized=False)
-             for p in proto.pieces if p.type in (T.CONTROL, T.UNKNOWN, T.USER_DEFINED)]
-    tok.add_tokens(added)
+    user = [p.piece for p in proto.pieces if p.type == T.USER_DEFINED]
+    norm = []
+    if proto.normalizer_spec.add_dummy_prefix:
+        # "▁" at the very start, unless the string is exactly one user-defined symbol (see above)
+        alt = "|".join(re.escape(u) for u in sorted(user, key=len, reverse=True))
+        norm.append(normalizers.Replace(Regex(rf"\A(?!(?:{alt})\z)" if alt else r"\A"), "▁"))
+    tok.normalizer = normalizers.Sequence(norm + [normalizers.Replace(" ", "▁")])
+    dec = [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()]
+    dummy = proto.normalizer_spec.add_dummy_prefix
+    tok.decoder = decoders.Sequence(dec + ([decoders.Strip(content=" ", left=1, right=0)] if dummy else []))
+    tok.add_tokens([AddedToken(p.piece, special=p.type in (T.CONTROL, T.UNKNOWN), normalized=p.type == T.USER_DEFINED)
+                    for p in proto.pieces if p.type in (T.CONTROL, T.UNKNOWN, T.USER_DEFINED)])
 
     def piece(i: int) -> Optional[str]:
         return sp.id_to_piece(i) if i >= 0 else None
 
-    mask = "<mask>" if sp.piece_to_id("<mask>") != sp.unk_id() else None
-    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token=unk, bos_token=piece(sp.bos_id()),
-                                   eos_token=piece(sp.eos_id()), pad_token=piece(sp.pad_id()), mask_token=mask,
-                                   clean_up_tokenization_spaces=False)
+    bos = piece(sp.bos_id())
+    if bos is not None:   # the convention: every sequence starts with <s>, as every training document does
+        tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A $B",
+                                                           special_tokens=[(bos, sp.bos_id())])
+    # <mask> stays an ordinary added token (matched in text, decoded as text), as in SentencePiece:
+    # transformers' special tokens are not matched in text here (split_special_tokens)
+    return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token=unk, bos_token=bos,
+                                   eos_token=piece(sp.eos_id()), pad_token=piece(sp.pad_id()),
+                                   clean_up_tokenization_spaces=False, split_special_tokens=True)
+
+
+def hf_generation_config(tok: Any, max_new_tokens: int = 64):
+    """GenerationConfig reproducing `pretrain.generate --greedy`: stop at </s>, never emit the ids it bans."""
+    from transformers import GenerationConfig
+
+    from pretrain.generate import non_text_ids
+
+    return GenerationConfig(bos_token_id=tok.bos_id, eos_token_id=tok.eos_id, pad_token_id=tok.pad_id,
+                            decoder_start_token_id=None, do_sample=False, max_new_tokens=max_new_tokens,
+                            suppress_tokens=[int(i) for i in non_text_ids(tok)] or None)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -153,8 +189,10 @@ def export_hf(checkpoint: str, out_dir: str, s3cfg=None, tokenizer: Optional[str
         shutil.copyfile(tok.model_path, out / "spm.model")
         (out / META_NAME).write_text(json.dumps(dict(tok.meta, model_file="spm.model"), indent=2,
                                                 ensure_ascii=False) + "\n", encoding="utf-8")
+        gen = hf_generation_config(tok)
     cfg = hf_config(ck.weights, mcfg.num_heads, mcfg.layer_norm_eps, tok.special_ids)
     cfg.save_pretrained(str(out))
+    gen.save_pretrained(str(out))
     save_file(to_hf_state_dict(ck.weights), str(out / "model.safetensors"), metadata={"format": "pt"})
     log.info("exported %s (step %d) to %s: %d layers, %d units, vocab %d", ck.location, ck.step, out,
              cfg.n_layer, cfg.n_embd, cfg.vocab_size)
