@@ -157,5 +157,5 @@ def test_sample_corpus(tmp_path):
         m = P.run_clean(cfg)
     finally:
         _os.chdir(cwd)
-    assert m["docs"] > 0 and set(m["sources"]) == {"wiki", "news", "dialogue", "legacy"}
+    assert m["docs"] > 0 and set(m["sources"]) == {"wiki", "news", "dialogue", "legacy", "messenger"}
     assert all(s["docs_out"] > 0 for s in m["sources"].values())
