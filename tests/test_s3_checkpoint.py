@@ -1,28 +1,29 @@
 """S3 checkpoints against a real S3 API over HTTP on loopback: moto's server mode, started here.
 
 Nothing in boto3 is mocked: the code under test talks HTTP to `python -m moto.server`, directly or
-through a small forwarding proxy (this file run as a script) that injects real HTTP faults:
-503 SlowDown answers, or a dead endpoint when the proxy process is SIGKILLed mid-upload (killing
-moto itself would also lose its in-memory bucket, and with it the checkpoints to resume from).
+through a small forwarding proxy (tests/s3_fault_proxy.py, its own process) that injects real HTTP
+faults: 503 SlowDown answers, uploads held still, or a dead endpoint when the proxy process is
+SIGKILLed mid-upload (killing moto itself would also lose its in-memory bucket, and with it the
+checkpoints to resume from).
 """
 from __future__ import annotations
 
-import http.client
 import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from s3_fault_proxy import Proxy, start_moto  # noqa: E402  (tests/s3_fault_proxy.py)
+from s3_fault_proxy import stop as _stop  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SECRET = "sEcReT/doNotLog+0123456789abcdefghijklmn"   # fake; asserted never to reach logs or objects
@@ -31,137 +32,16 @@ pytestmark = pytest.mark.slow
 
 
 # ----------------------------------------------------------------------------------------------------
-# the fault-injecting HTTP proxy (runs as a subprocess: `python tests/test_s3_checkpoint.py proxy ...`)
-
-_SLOWDOWN = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
-             b"<Message>Please reduce your request rate.</Message><RequestId>proxy</RequestId></Error>")
-_HOP = {"connection", "keep-alive", "transfer-encoding", "expect", "proxy-connection", "te", "upgrade"}
-
-
-class _ProxyHandler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"   # keep-alive and Expect: 100-continue, like a real S3 endpoint
-
-    def log_message(self, *args) -> None:
-        pass
-
-    def _handle(self) -> None:
-        n = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(n) if n else b""
-        srv = self.server
-        if self.command in ("PUT", "POST"):
-            with srv.lock:
-                throttle = srv.fail_left > 0
-                if throttle:
-                    srv.fail_left -= 1
-                    srv.failed += 1
-                    Path(srv.stats).write_text(str(srv.failed))
-            if throttle:
-                self.send_response(503, "Slow Down")
-                self.send_header("Content-Type", "application/xml")
-                self.send_header("Content-Length", str(len(_SLOWDOWN)))
-                self.end_headers()
-                self.wfile.write(_SLOWDOWN)
-                return
-        conn = http.client.HTTPConnection("127.0.0.1", srv.target, timeout=120)
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
-        conn.request(self.command, self.path, body=body, headers=headers)
-        resp = conn.getresponse()
-        data = resp.read()
-        conn.close()
-        self.send_response(resp.status, resp.reason)
-        for k, v in resp.getheaders():
-            if k.lower() not in _HOP and k.lower() != "content-length":
-                self.send_header(k, v)
-        length = resp.getheader("Content-Length") if self.command == "HEAD" else str(len(data))
-        self.send_header("Content-Length", length or "0")
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
-
-    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
-
-
-def _run_proxy(port: int, target: int, fail_first: int, stats: str) -> None:
-    srv = ThreadingHTTPServer(("127.0.0.1", port), _ProxyHandler)
-    srv.daemon_threads = True
-    srv.target, srv.fail_left, srv.failed, srv.stats, srv.lock = target, fail_first, 0, stats, threading.Lock()
-    Path(stats).write_text("0")
-    srv.serve_forever()
-
-
-# ----------------------------------------------------------------------------------------------------
 # fixtures
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_http(port: int, proc: subprocess.Popen, timeout: float = 60) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server on port {port} exited with {proc.returncode}")
-        try:
-            c = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            c.request("GET", "/")
-            c.getresponse().read()
-            c.close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise RuntimeError(f"server on port {port} did not answer within {timeout} s")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture(scope="module")
 def moto_port():
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc, port = start_moto()
     try:
-        _wait_http(port, proc)
         yield port
     finally:
         _stop(proc)
-
-
-class Proxy:
-    """The fault proxy as a separate process, restartable on the same port."""
-
-    def __init__(self, target: int, tmp: Path, fail_first: int = 0):
-        self.port, self.target, self.fail_first = _free_port(), target, fail_first
-        self.stats = str(tmp / f"proxy-{self.port}.stats")
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> "Proxy":
-        self.proc = subprocess.Popen([sys.executable, __file__, "proxy", str(self.port), str(self.target),
-                                      str(self.fail_first), self.stats], cwd=REPO)
-        _wait_http(self.port, self.proc)
-        return self
-
-    def kill(self) -> None:
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
-
-    @property
-    def throttled(self) -> int:
-        return int(Path(self.stats).read_text() or 0)
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
 
 @pytest.fixture
@@ -412,7 +292,22 @@ print("saved2", flush=True)
 """
 
 
-def test_trainer_sigkilled_during_upload(s3, moto_port, tmp_path):
+def _wait_for_parts(client, bucket, parts: int, timeout=120) -> dict:
+    """Poll the server (directly) until a multipart upload has `parts` parts stored; returns it."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for up in client.list_multipart_uploads(Bucket=bucket).get("Uploads", []):
+            got = client.list_parts(Bucket=bucket, Key=up["Key"], UploadId=up["UploadId"]).get("Parts", [])
+            if len(got) >= parts:
+                return up
+        time.sleep(0.01)
+    raise AssertionError(f"no multipart upload reached {parts} parts")
+
+
+def test_writer_sigkilled_in_the_middle_of_a_multipart_upload(s3, moto_port, tmp_path):
+    """80 MiB files go up in 5 MiB parts (checkpoint.s3.multipart_chunk_mb: 5, one part at a time); the
+    writer is SIGKILLed from outside once 2 parts of a file are stored. Nothing of that checkpoint is
+    visible, `latest` still names the previous one, and the next writer aborts the open upload."""
     client, bucket = s3
     ep = f"http://127.0.0.1:{moto_port}"
     root = f"s3://{bucket}/run"
@@ -420,17 +315,21 @@ def test_trainer_sigkilled_during_upload(s3, moto_port, tmp_path):
                          cwd=REPO, stdout=subprocess.PIPE, text=True)
     try:
         assert p.stdout.readline().strip() == "saved1"
-        _wait_for_multipart(client, bucket)
+        up = _wait_for_parts(client, bucket, 2)
         os.kill(p.pid, signal.SIGKILL)
         p.wait()
     finally:
         if p.poll() is None:
             p.kill()
     assert p.returncode == -signal.SIGKILL
+    assert up["Key"].startswith("run/step_00000002/")
+    assert up["Key"] not in _keys(client, bucket), "a partial object became visible"
     assert _latest(client, bucket) == "step_00000001"
     assert "run/step_00000002/MANIFEST.json" not in _keys(client, bucket)
+    assert client.list_multipart_uploads(Bucket=bucket).get("Uploads")      # its parts are still stored
 
-    m = _manager(root, ep, tmp_path)
+    m = _manager(root, ep, tmp_path)        # the next start: the writer aborts what the killed one left
+    assert not client.list_multipart_uploads(Bucket=bucket).get("Uploads")
     assert m.resolve_resume("auto") == f"{root}/step_00000001"
     assert m.load(f"{root}/step_00000001").step == 1
     m.save(2, *_tensors(2), _state(2), None)
@@ -477,8 +376,9 @@ def test_missing_credentials(s3, moto_port, tmp_path, monkeypatch):
 
 
 def test_trainer_killed_then_resumed_from_s3_reproduces_losses(s3, moto_port, tmp_path):
-    """The real trainer (tiny preset, CPU): SIGKILL mid-run with checkpoints on S3, resume from S3,
-    and the resumed steps' losses equal the uninterrupted run's exactly."""
+    """The real trainer (tiny preset, CPU) SIGKILLed from outside while it uploads a checkpoint to S3:
+    the proxy holds the uploads of step 6 still, the kill lands while one is held; `latest` names
+    step 4, and the run resumed from S3 gives the uninterrupted run's losses exactly."""
     pytest.importorskip("mxnet")
     from tests.train_fixtures import make_run_inputs
 
@@ -486,9 +386,9 @@ def test_trainer_killed_then_resumed_from_s3_reproduces_losses(s3, moto_port, tm
     tok, shards = make_run_inputs(tmp_path / "inputs", n_docs=400)
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
 
-    def cmd(out: Path, root: str) -> list[str]:
+    def cmd(out: Path, root: str, endpoint: str = f"http://127.0.0.1:{moto_port}") -> list[str]:
         sets = {"tokenizer.dir": tok, "train.shards": shards, "train.out_dir": out, "checkpoint.root": root,
-                "checkpoint.s3.endpoint_url": f"http://127.0.0.1:{moto_port}", "train.max_steps": 24,
+                "checkpoint.s3.endpoint_url": endpoint, "train.max_steps": 24,
                 "checkpoint.every_steps": 2, "checkpoint.keep_last": 2, "train.eval_every": 12}
         args = [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
         return [sys.executable, "-m", "pretrain.train", "--config", "configs/tiny.yaml"] + args
@@ -511,29 +411,32 @@ def test_trainer_killed_then_resumed_from_s3_reproduces_losses(s3, moto_port, tm
     assert sorted(want) == list(range(1, 25))
 
     root = f"s3://{bucket}/run"
-    proc = subprocess.Popen(cmd(cut, root), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while time.time() < deadline and proc.poll() is None:
-        try:
-            if _latest(client, bucket) >= "step_00000006":
-                break
-        except client.exceptions.NoSuchKey:
-            pass
-        time.sleep(0.02)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(60)
+    proxy = Proxy(moto_port, tmp_path, stall_match="/run/step_00000006/", stall_s=600).start()
+    proc = None
+    try:
+        proc = subprocess.Popen(cmd(cut, root, proxy.endpoint), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None and proxy.stalled == 0:
+            time.sleep(0.02)
+        assert proc.poll() is None, "the run finished before it could be killed"
+        assert proxy.stalled >= 1, "no upload of step 6 reached the proxy"
+        proc.send_signal(signal.SIGKILL)            # from outside, while an upload of step 6 is in flight
+        proc.wait(60)
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+        _stop(proxy.proc)
     killed_at = _latest(client, bucket)
-    assert "step_00000006" <= killed_at < "step_00000024"
+    assert killed_at == "step_00000004"
+    assert "run/step_00000006/MANIFEST.json" not in _keys(client, bucket)
 
     lines_before = len((cut / "metrics.jsonl").read_text().splitlines())
     r = subprocess.run(cmd(cut, root), cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert f"resumed from {root}/step_" in r.stderr
+    assert f"resumed from {root}/step_00000004" in r.stderr
     got = losses(cut, lines_before)
-    k = min(got) - 1
-    assert k >= 6 and sorted(got) == list(range(k + 1, 25))
+    assert sorted(got) == list(range(5, 25))
     assert got == {s: want[s] for s in got}                     # exact float equality
     assert _latest(client, bucket) == "step_00000024"
 
@@ -564,5 +467,3 @@ def test_trainer_exits_5_when_uploads_keep_failing(s3, moto_port, tmp_path):
         _stop(proxy.proc)
 
 
-if __name__ == "__main__" and len(sys.argv) == 6 and sys.argv[1] == "proxy":
-    _run_proxy(int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5])
