@@ -20,7 +20,7 @@ from typing import Callable, Iterator, Optional
 import zstandard
 
 from corpus.input_clean import InputCleaner
-from corpus.readers.base import HEAD, SNIFF, ErrorLog, Prefixed, Segment, compression_of, open_stream
+from corpus.readers.base import SNIFF, ErrorLog, Prefixed, Segment, compression_of, open_stream
 from corpus.readers.detect import detect_encoding, detect_format
 from corpus.readers.lines import LineDecoder, align, read_jsonl, read_text
 from corpus.wiki import read_wiki_pages
@@ -29,12 +29,9 @@ LINE_FORMATS = ("text", "jsonl")            # byte ranges possible when uncompre
 ENCYCLOPEDIC = ("wiki", "namuwiki")         # PII scrubbing and repeat normalization off by default
 
 
-def _resolve_encoding(seg: Segment, path: str, sniff: bytes) -> str:
+def _resolve_encoding(seg: Segment, sniff: bytes) -> str:
     enc = seg.encoding
     if enc == "auto":
-        if len(sniff) < SNIFF and not compression_of(path):
-            with open(path, "rb") as f:
-                sniff = f.read(SNIFF)
         return detect_encoding(sniff)
     if enc.lower().replace("_", "-") in ("euc-kr", "euckr", "ks-c-5601-1987"):
         return "cp949"
@@ -83,15 +80,15 @@ def read_segment(seg: Segment, errors: ErrorLog, progress: Callable[[int], None]
             last[0] = seg.start
         else:
             start, prev_blank = 0, True
-            head = stream.read(HEAD)
+            head = stream.read(SNIFF)   # 1 MB: the encoding is decided on this much (compressed files too)
             if not head:
                 if report_file_errors:
                     errors.add(name, "empty", "empty file")
                 return
         sniff = head
-        if not sniff:  # a byte range past the start: sniff the file's beginning
+        if not sniff:  # a byte range past the start: sniff the file's beginning (uncompressed here)
             with open(seg.path, "rb") as f:
-                sniff = f.read(HEAD)
+                sniff = f.read(SNIFF)
         fmt = seg.format if seg.format != "auto" else detect_format(seg.path, sniff)
         cleaner = InputCleaner.for_input(seg, fmt)
         docs = _read_format(fmt, seg, stream, raw, head, sniff, start, prev_blank, comp, max_line, errors, name,
@@ -141,7 +138,7 @@ def _read_format(fmt: str, seg: Segment, stream, raw, head: bytes, sniff: bytes,
     if fmt == "parquet":
         from corpus.readers.parquet import read_parquet
         return read_parquet(seg.path, seg, name, errors, tick, None if comp else raw)
-    enc = _resolve_encoding(seg, seg.path, sniff)
+    enc = _resolve_encoding(seg, sniff)
     if enc.startswith("utf-16") or enc.startswith("utf-32") or enc.startswith("utf_16"):
         if report_file_errors:
             errors.add(name, "encoding", f"{enc} is not supported: convert the file to UTF-8 (iconv)")
