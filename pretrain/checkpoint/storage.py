@@ -329,6 +329,7 @@ class S3Storage(Storage):
     def put_file(self, local_path: str, key: str) -> None:
         # S3 makes an object visible only when its (multipart) upload completes; a failed
         # multipart upload is aborted by the transfer manager (and by the lifecycle rule otherwise).
+        log.debug("upload %s (%d bytes) to %s", local_path, os.path.getsize(local_path), self.url(key))
         with self._errors(f"upload {local_path} to {self.url(key)}"):
             self.client.upload_file(local_path, self.bucket, self._key(key), Config=self.transfer,
                                     Callback=self.on_progress)
