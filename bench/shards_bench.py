@@ -101,7 +101,7 @@ def main() -> int:
                 sh = TokenShards(tmp / f"shards{w}", split)
                 for i in range(sh.num_docs):
                     got[len(got)] = sh.document(i)
-            row["equals_sp_encode"] = sorted(len(v) - 1 for v in got.values()) == sorted(map(len, ref_ids))
+            row["equals_sp_encode"] = sorted(len(v) - 2 for v in got.values()) == sorted(map(len, ref_ids))  # <s>, </s>
             rows.append(row)
             print(json.dumps(row), flush=True)
     same = len({tuple(r["sha256"]) for r in rows}) == 1

@@ -9,7 +9,7 @@ clean parts), `write` (the .bin/.idx writer and merging), `build` (the stage: bu
     python -m corpus.shards merge OUT_DIR IN_DIR [IN_DIR ...] [--shard-tokens N]
 
 Format (docs/CONTRACTS.md "Token shards"): `<split>_NNNNN.bin` holds little-endian uint16 ids, every
-document followed by `</s>`; `<split>_NNNNN.idx` holds little-endian int64 token offsets, n_docs + 1
+document `<s> ids </s>` (format v2); `<split>_NNNNN.idx` holds little-endian int64 token offsets, n_docs + 1
 of them, offsets[0] = 0; `manifest.json` is written last. Like llm.c's shards / Megatron's indexed
 dataset, without a header, so `np.memmap(path, dtype="<u2")` is the whole reader.
 
