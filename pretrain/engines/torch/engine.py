@@ -2,15 +2,19 @@
 
 For Hopper GPUs (MXNet 1.9.1 has no kernels for them) and anywhere torch runs:
 - device: CUDA when available and `train.device` allows (`gpu` requires it), else CPU;
-- precision: bf16 autocast on GPU (fp32 master weights, no loss scaling needed), fp32 on CPU;
-- `torch.compile` of the loss (model + cross-entropy) when `train.compile` and on GPU;
-- AdamW, fused on CUDA, decay only on 2-D dense weights and wte (CONTRACTS.md);
+- precision: bf16 autocast on GPU (fp32 master weights, no loss scaling needed), fp32 on CPU by
+  default; `train.precision: bf16` autocasts on the CPU too (how CI runs the GPU recipe);
+- `torch.compile` (`train.compile`: auto = on CUDA only, true = any device, the CPU included) per
+  transformer block by default (`train.compile_scope`; pretrain/engines/torch/compile.py says why);
+- AdamW, fused (`optim.fused`: auto = on CUDA only, true = any device), decay only on 2-D dense
+  weights and wte (CONTRACTS.md);
 - Horovod: `hvd.DistributedOptimizer(backward_passes_per_step=accum)` starts each gradient's
   allreduce from its accumulation hook during the last micro-batch's backward. Eager, the hooks
-  fire layer by layer, overlapping communication with the rest of the backward; under
-  `torch.compile` the compiled backward hands back all gradients at its end, so the allreduces
-  start after it (not measured on GPUs here: compare `train.compile` on and off on a multi-GPU
-  node before a long run). Clipping runs on the averaged gradient
+  fire layer by layer, overlapping communication with the rest of the backward; compiled per
+  block, they fire block by block; with `compile_scope: model` the one compiled backward hands back
+  all gradients at its end, so the allreduces start after it (bench/overlap.py measures all three).
+  `train.grad_compression: fp16` sends fp16 gradients (Horovod's Compression.fp16: half the bytes,
+  averaged in fp16, cast back to fp32). Clipping runs on the averaged gradient
   (`synchronize()` -> clip -> `step()` under `skip_synchronize()`); rank 0's weights are broadcast.
   Horovod is never imported here: `dist.hvd` (pretrain.dist) is horovod.torch or None.
 
@@ -29,6 +33,7 @@ import numpy as np
 import torch
 
 from pretrain.engines.base import StepResult
+from pretrain.engines.torch.compile import compiled_loss
 from pretrain.engines.torch.model import GPT2, GPT2Shape
 
 log = logging.getLogger("pretrain.engines.torch")
@@ -103,30 +108,34 @@ class TorchEngine:
         self.names = [n for n, _ in self.model.named_parameters()]
         self.params = dict(self.model.named_parameters())
 
-        fused = self.device.type == "cuda"
+        fused = self.device.type == "cuda" if o.fused == "auto" else bool(o.fused)
         groups = [
             {"params": [p for n, p in self.params.items() if decays(n)], "weight_decay": o.weight_decay},
             {"params": [p for n, p in self.params.items() if not decays(n)], "weight_decay": 0.0},
         ]
         opt = torch.optim.AdamW(groups, lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps, fused=fused)
         if self.hvd is not None:
+            compression = self.hvd.Compression.fp16 if t.grad_compression == "fp16" else self.hvd.Compression.none
             opt = self.hvd.DistributedOptimizer(opt, named_parameters=list(self.model.named_parameters()),
-                                                backward_passes_per_step=self.accum, op=self.hvd.Average)
+                                                backward_passes_per_step=self.accum, op=self.hvd.Average,
+                                                compression=compression)
             self.hvd.broadcast_parameters(self.model.state_dict(), root_rank=0)
         self.opt = opt
         self.adam_steps = 0          # optimizer updates applied (AdamW bias correction)
         self.step = 0                # train_step calls, skipped ones included (the RNG stream)
 
-        compiled = bool(t.compile) and self.device.type == "cuda"
+        compiled = self.device.type == "cuda" if t.compile == "auto" else bool(t.compile)
         self.ce_chunk_rows = (0 if compiled else DEFAULT_CHUNK_ROWS) if ce_chunk_rows is None else ce_chunk_rows
         self._loss = self.model.loss
         if compiled:
-            self._loss = torch.compile(self.model.loss, dynamic=False, mode=compile_mode)
+            self._loss = compiled_loss(self.model, t.compile_scope, compile_mode)
         self.compiled = compiled
+        self.fused = fused
         log.info("torch engine: %s, %s, %d parameters, compile=%s, fused AdamW=%s, CE chunk rows=%d, "
-                 "horovod=%s (%d workers, %d micro-batches per step)", self.device_name, self.precision,
-                 self.num_params, compiled, fused, self.ce_chunk_rows, self.hvd is not None, self.world,
-                 self.accum)
+                 "horovod=%s (%d workers, %d micro-batches per step, gradient compression %s)",
+                 self.device_name, self.precision, self.num_params,
+                 f"per {t.compile_scope}" if compiled else False, fused, self.ce_chunk_rows,
+                 self.hvd is not None, self.world, self.accum, t.grad_compression)
 
     # -- helpers ---------------------------------------------------------------------------------
     def _autocast(self):

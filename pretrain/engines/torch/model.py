@@ -154,15 +154,19 @@ class GPT2(nn.Module):
         pad = (self.shape.padded_vocab - self.shape.vocab_size) * self.shape.units
         return sum(p.numel() for p in self.parameters()) - pad
 
-    def hidden(self, ids: torch.Tensor, past: Optional[list[KV]] = None) -> tuple[torch.Tensor, list[KV]]:
-        """(B, T) int ids -> final-LayerNorm hidden states (B, T, U) and the per-layer (k, v) cache."""
-        B, T = ids.shape
-        start = 0 if past is None else past[0][0].size(2)
+    def embed(self, ids: torch.Tensor, start: int = 0) -> torch.Tensor:
+        """(B, T) int ids at positions start.. start+T-1 -> token + position embeddings (B, T, U), dropout."""
+        T = ids.size(1)
         if start + T > self.shape.max_length:
             raise ValueError(f"sequence of {start + T} positions exceeds model.max_length="
                              f"{self.shape.max_length}")
         pos = torch.arange(start, start + T, device=ids.device)                 # (T,)
-        x = self.drop(self.wte(ids) + self.wpe(pos))                           # (B, T, U)
+        return self.drop(self.wte(ids) + self.wpe(pos))
+
+    def hidden(self, ids: torch.Tensor, past: Optional[list[KV]] = None) -> tuple[torch.Tensor, list[KV]]:
+        """(B, T) int ids -> final-LayerNorm hidden states (B, T, U) and the per-layer (k, v) cache."""
+        start = 0 if past is None else past[0][0].size(2)
+        x = self.embed(ids, start)                                             # (B, T, U)
         present: list[KV] = []
         for i, block in enumerate(self.h):
             x, kv = block(x, None if past is None else past[i])
@@ -186,6 +190,13 @@ class GPT2(nn.Module):
         chunk_rows > 0: `chunked_cross_entropy`, which never holds more than chunk_rows x V logits.
         """
         x, _ = self.hidden(ids)
+        return self.head_loss(x, targets, chunk_rows, reduction)
+
+    def head_loss(self, x: torch.Tensor, targets: torch.Tensor, chunk_rows: int = 0,
+                  reduction: str = "mean") -> torch.Tensor:
+        """The loss from the final hidden states x (B, T, U): tied output projection + cross-entropy of
+        `targets` (B, T); `loss` = head_loss(hidden(ids)). Separate so that a per-block compile
+        (pretrain/engines/torch/compile.py) can compile it as one more graph."""
         x = x.reshape(-1, x.size(-1))                                          # (B*T, U)
         t = targets.reshape(-1).long()                                         # (B*T,)
         if chunk_rows > 0:
