@@ -12,14 +12,23 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator, Optional
-
-import zstandard
+from typing import Any, Iterator, Optional
 
 from common.io import read_json
 
 MANIFEST = "manifest.json"
 FORMAT = "kogpt-clean-v1"
+
+
+def _zstd() -> Any:
+    """The zstandard module, imported on first use: readers of token shards (the trainer, e.g. on a GPU
+    machine without zstandard) import this package but never touch clean parts."""
+    try:
+        import zstandard
+    except ImportError as e:
+        raise ImportError("clean document parts are zstd-compressed: pip install zstandard (it is in "
+                          "setup.cfg's install_requires)") from e
+    return zstandard
 
 
 def encode_doc(text: str, source: str, doc_id: str, meta: Optional[dict] = None) -> str:
@@ -61,7 +70,8 @@ class PartWriter:
         self.dir = Path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.prefix, self.part_bytes = prefix, part_bytes
-        self.cctx = zstandard.ZstdCompressor(level=level)
+        self._zstd = _zstd()
+        self.cctx = self._zstd.ZstdCompressor(level=level)
         self.parts: list[dict] = []
         self._f = None
 
@@ -86,7 +96,7 @@ class PartWriter:
             self._finish()
 
     def _finish(self) -> None:
-        self._f.flush(zstandard.FLUSH_FRAME)
+        self._f.flush(self._zstd.FLUSH_FRAME)
         self._f.close()
         self._raw.flush()
         os.fsync(self._raw.fileno())
@@ -122,7 +132,7 @@ class PartWriter:
 def iter_part(path: str | os.PathLike) -> Iterator[dict]:
     """Stream the documents of one part file."""
     with open(path, "rb") as raw:
-        reader = zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True)
+        reader = _zstd().ZstdDecompressor().stream_reader(raw, read_across_frames=True)
         for line in io.BufferedReader(reader, buffer_size=1 << 20):
             yield json.loads(line)
 
