@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import faulthandler
 import logging
+import signal
 import sys
 from typing import Optional
 
@@ -53,7 +54,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     from pretrain.checkpoint import CheckpointWriteFailed
     from pretrain.engines import resolve_engine
     from pretrain.train.dist import init_dist
-    from pretrain.train.status import PeerFailed, exit_status, user_errors
+    from pretrain.train.status import PeerFailed, agreed, exit_status, user_errors
     from pretrain.train.trainer import StopRequested, TrainingDiverged, run
 
     # train.engine: auto -> mxnet | torch before Horovod starts (which Horovod module depends on it);
@@ -67,21 +68,23 @@ def main(argv: Optional[list[str]] = None) -> int:
     setup_logging(getattr(logging, cfg.log.level.upper(), logging.INFO), rank=dist.rank)
     try:
         tr = run(cfg, dist)
-    except PeerFailed as e:
-        log.error("%s", e)
-        return e.status
-    except TrainingDiverged as e:
-        log.error("training diverged: %s", e)
-        return exit_status(e)
-    except StopRequested as e:
-        log.warning("%s", e)
-        return exit_status(e)
-    except CheckpointWriteFailed as e:
-        log.error("%s. The previous checkpoint is intact: run the same command again to resume from it "
-                  "(exit 5: a storage failure that may pass)", e)
-        return exit_status(e)
-    except user_errors() as e:
-        log.error("%s: %s", type(e).__name__, e)
+    except (PeerFailed, TrainingDiverged, StopRequested, CheckpointWriteFailed, *user_errors()) as e:
+        if isinstance(e, PeerFailed):
+            log.error("%s", e)
+        elif isinstance(e, TrainingDiverged):
+            log.error("training diverged: %s", e)
+        elif isinstance(e, StopRequested):
+            log.warning("%s", e)
+        elif isinstance(e, CheckpointWriteFailed):
+            log.error("%s. The previous checkpoint is intact: run the same command again to resume from it "
+                      "(exit 5: a storage failure that may pass)", e)
+        else:
+            log.error("%s: %s", type(e).__name__, e)
+        if agreed(e) and dist.size > 1:
+            # Every rank exits with this status. horovodrun SIGTERMs the remaining workers as soon as
+            # the first one exits non-zero; ignored for these last moments, it cannot replace their
+            # status with 143 (horovodrun SIGKILLs a worker still alive 5 s later).
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
         return exit_status(e)
     log.info("done: step %d, %d tokens seen, %d skipped steps; outputs in %s", tr.step, tr.tokens_seen,
              tr.skipped, cfg.train.out_dir)
