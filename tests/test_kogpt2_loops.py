@@ -101,36 +101,41 @@ def run_seed(seed: str, checkpoint: str) -> str:
     return ns["sent"]
 
 
+CFG = ModelConfig(preset="tiny", max_length=96, dropout=0.0)
+
+
+def write_scripted(where, tok, script: list) -> str:
+    """A checkpoint at `where` whose argmax after position p is script[p] (see the module docstring)."""
+    rng = np.random.default_rng(0)
+    V, U, H = tok.vocab_size, CFG.units, CFG.hidden_size
+    wte = rng.standard_normal((V, U))
+    wte -= wte.mean(axis=1, keepdims=True)                        # LayerNorm keeps zero-mean directions
+    wte /= np.linalg.norm(wte, axis=1, keepdims=True)
+    w = {"wte.weight": wte, "wpe.weight": 50.0 * wte[script], "ln_f.weight": np.ones(U), "ln_f.bias": np.zeros(U)}
+    for i in range(CFG.num_layers):
+        w.update({f"h.{i}.ln_1.weight": np.ones(U), f"h.{i}.ln_1.bias": np.zeros(U),
+                  f"h.{i}.ln_2.weight": np.ones(U), f"h.{i}.ln_2.bias": np.zeros(U),
+                  f"h.{i}.attn.qkv.weight": 0.02 * rng.standard_normal((3 * U, U)), f"h.{i}.attn.qkv.bias": np.zeros(3 * U),
+                  f"h.{i}.attn.proj.weight": np.zeros((U, U)), f"h.{i}.attn.proj.bias": np.zeros(U),
+                  f"h.{i}.mlp.fc.weight": 0.02 * rng.standard_normal((H, U)), f"h.{i}.mlp.fc.bias": np.zeros(H),
+                  f"h.{i}.mlp.proj.weight": np.zeros((U, H)), f"h.{i}.mlp.proj.bias": np.zeros(U)})
+    w = {k: v.astype(np.float32) for k, v in w.items()}
+    state = {"step": 1, "model": dataclasses.asdict(CFG), "tokenizer_sha256": tok.sha256}
+    write_checkpoint(str(where / "step_00000001"), w, {}, state, str(tok.model_path.parent), update_latest=True)
+    return str(where)
+
+
 @pytest.fixture(scope="module")
 def scripted(tmp_path_factory):
     """(checkpoint root, tokenizer, ids of PROMPT + CONTINUATION): greedy decoding writes CONTINUATION."""
     root = tmp_path_factory.mktemp("scripted")
     tok = make_tokenizer(root / "tokenizer", synthetic_docs(200) + [PROMPT + " 새해에는 더 많은 사람들이"] * 20)
-    cfg = ModelConfig(preset="tiny", max_length=96, dropout=0.0)
     full = tok.encode(PROMPT + CONTINUATION)
     n = len(tok.encode(PROMPT))
-    assert full[:n] == tok.encode(PROMPT) and len(full) + 12 < cfg.max_length
+    assert full[:n] == tok.encode(PROMPT) and len(full) + 12 < CFG.max_length
     assert any(tok.sp.is_byte(i) for i in full[n:]) and tok.piece_id("\n") in full[n:]
-    script = full + [tok.eos_id] * (cfg.max_length - len(full))   # position p predicts script[p]
-
-    rng = np.random.default_rng(0)
-    V, U = tok.vocab_size, cfg.units
-    wte = rng.standard_normal((V, U))
-    wte -= wte.mean(axis=1, keepdims=True)                        # LayerNorm keeps zero-mean directions
-    wte /= np.linalg.norm(wte, axis=1, keepdims=True)
-    w = {"wte.weight": wte, "wpe.weight": 50.0 * wte[script], "ln_f.weight": np.ones(U), "ln_f.bias": np.zeros(U)}
-    for i in range(cfg.num_layers):
-        w.update({f"h.{i}.ln_1.weight": np.ones(U), f"h.{i}.ln_1.bias": np.zeros(U),
-                  f"h.{i}.ln_2.weight": np.ones(U), f"h.{i}.ln_2.bias": np.zeros(U),
-                  f"h.{i}.attn.qkv.weight": 0.02 * rng.standard_normal((3 * U, U)), f"h.{i}.attn.qkv.bias": np.zeros(3 * U),
-                  f"h.{i}.attn.proj.weight": np.zeros((U, U)), f"h.{i}.attn.proj.bias": np.zeros(U),
-                  f"h.{i}.mlp.fc.weight": 0.02 * rng.standard_normal((cfg.hidden_size, U)),
-                  f"h.{i}.mlp.fc.bias": np.zeros(cfg.hidden_size),
-                  f"h.{i}.mlp.proj.weight": np.zeros((U, cfg.hidden_size)), f"h.{i}.mlp.proj.bias": np.zeros(U)})
-    w = {k: v.astype(np.float32) for k, v in w.items()}
-    state = {"step": 1, "model": dataclasses.asdict(cfg), "tokenizer_sha256": tok.sha256}
-    write_checkpoint(str(root / "ckpt" / "step_00000001"), w, {}, state, str(root / "tokenizer"), update_latest=True)
-    return str(root / "ckpt"), tok, full
+    script = full + [tok.eos_id] * (CFG.max_length - len(full))   # position p predicts script[p]
+    return write_scripted(root / "ckpt", tok, script), tok, full
 
 
 def test_seed_loops_run_verbatim_in_both_engines(scripted):
@@ -198,6 +203,25 @@ def test_every_client_gives_the_same_greedy_tokens(scripted, tmp_path, capsys):
     assert res["generated_token_ids"] == [tok.bos_id] + full + [tok.eos_id]
     (res,) = pipe(PROMPT)
     assert res["generated_text"] == PROMPT + CONTINUATION
+
+
+def test_banned_ids_are_banned_alike(scripted, tmp_path):
+    """A model whose favourite next tokens are <pad>, <mask>, <unused0> and <s>: generate's ban and the
+    export's suppress_tokens pick the same runner-up ids."""
+    transformers = pytest.importorskip("transformers")
+    from pretrain.export import export_hf
+
+    _, tok, full = scripted
+    n = len(tok.encode(PROMPT))
+    odd = [tok.pad_id, tok.mask_id, tok.piece_id("<unused0>"), tok.bos_id]
+    script = full[:n] + odd + [tok.eos_id] * (CFG.max_length - n - len(odd))
+    checkpoint = write_scripted(tmp_path / "ckpt", tok, script)
+    ids = generate_ids(load_model(checkpoint), [tok.bos_id] + full[:n], 8, SamplingConfig(greedy=True))
+    assert len(ids) == len(odd) + 1 and ids[-1] == tok.eos_id and not set(ids) & set(odd)
+    export_hf(checkpoint, str(tmp_path / "hf"))
+    pipe = transformers.pipeline("text-generation", model=str(tmp_path / "hf"), device="cpu")
+    (res,) = pipe(PROMPT, return_tensors=True)
+    assert res["generated_token_ids"] == [tok.bos_id] + full[:n] + ids
 
 
 def test_hf_tokenizer_matches_sentencepiece_around_symbols(scripted, tmp_path):
