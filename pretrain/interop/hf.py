@@ -147,7 +147,7 @@ def hf_generation_config(tok: Any, max_new_tokens: int = 64):
     from pretrain.generate import non_text_ids
 
     return GenerationConfig(bos_token_id=tok.bos_id, eos_token_id=tok.eos_id, pad_token_id=tok.pad_id,
-                            decoder_start_token_id=None, do_sample=False, max_new_tokens=max_new_tokens,
+                            do_sample=False, max_new_tokens=max_new_tokens,
                             suppress_tokens=[int(i) for i in non_text_ids(tok)] or None)
 
 
@@ -185,6 +185,7 @@ def export_hf(checkpoint: str, out_dir: str, s3cfg=None, tokenizer: Optional[str
         if tok.vocab_size > V:
             raise ValueError(f"tokenizer has {tok.vocab_size} pieces but {ck.location} embeds {V}")
         hf_tok = hf_tokenizer_from_spm(tok.model_path)
+        hf_tok.model_max_length = int(ck.weights["wpe.weight"].shape[0])   # the context, for truncation
         hf_tok.save_pretrained(str(out))
         shutil.copyfile(tok.model_path, out / "spm.model")
         (out / META_NAME).write_text(json.dumps(dict(tok.meta, model_file="spm.model"), indent=2,
