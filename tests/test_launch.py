@@ -15,7 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "launch"))
 import hostfile as hf  # noqa: E402  (launch/hostfile.py)
-from horovod_output import explain, retry_native_crash  # noqa: E402  (tests/horovod_output.py)
+from horovod_output import explain, output_dirs, retry_native_crash  # noqa: E402  (tests/horovod_output.py)
 
 REPO = Path(__file__).resolve().parents[1]
 PY = str(REPO / ".venv" / "bin" / "python")
@@ -25,12 +25,14 @@ TINY = "configs/tiny.yaml"
 
 def run(script: str, *args: str, env: dict | None = None, timeout: int = 60) -> subprocess.CompletedProcess:
     """Run launch/<script> from the repo root; no GPUs are visible (nvidia-smi is left off PATH).
-    A launch whose worker crashed in native code runs once more (tests/horovod_output.py says why)."""
+    A launch whose worker crashed in native code runs once more, from the output directories as they were
+    (tests/horovod_output.py says why)."""
     e = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "OMPI_", "HOROVOD_"))}
     e["PATH"] = os.pathsep.join(p for p in e.get("PATH", "").split(os.pathsep) if not (Path(p) / "nvidia-smi").exists())
     e.update(env or {})
     return retry_native_crash(lambda: subprocess.run(["bash", str(REPO / "launch" / script), *args], cwd=REPO,
-                                                     env=e, capture_output=True, text=True, timeout=timeout))
+                                                     env=e, capture_output=True, text=True, timeout=timeout),
+                              output_dirs(args))
 
 
 def printed(r: subprocess.CompletedProcess) -> list[str]:
@@ -482,3 +484,30 @@ def test_a_worker_abort_is_reported_with_its_own_output(tmp_path):
     assert "--- rank 0" in explain(r) and "rank zero gives up" in explain(r).split("--- rank 0")[1]
     ok = subprocess.CompletedProcess(r.args, 1, "Process 0 exit with status code 2.\n", "")
     assert not native_crash(ok)
+
+
+def test_a_rerun_after_a_native_crash_starts_from_the_same_output_state(tmp_path):
+    """The rerun (tests/horovod_output.py) never sees what the crashed launch wrote: directories that
+    existed come back as they were, new ones are gone; the crash is listed for pytest's summary."""
+    import horovod_output as ho
+    before, fresh = tmp_path / "resumed-run", tmp_path / "fresh-run"
+    before.mkdir()
+    (before / "latest").write_text("step_00000004\n")
+    seen = []
+
+    def launch() -> subprocess.CompletedProcess:
+        seen.append((sorted(p.name for p in before.iterdir()), (before / "latest").read_text(), fresh.exists()))
+        (before / "latest").write_text("step_00000006\n")
+        (before / "step_00000006").mkdir(exist_ok=True)
+        fresh.mkdir(exist_ok=True)
+        code = 134 if len(seen) == 1 else 0
+        return subprocess.CompletedProcess(["horovodrun", "-np", "2"], 1 if code else 0,
+                                           f"Process 0 exit with status code {code}.\n" if code else "", "")
+
+    n = len(ho.CRASHES)
+    with pytest.warns(UserWarning, match="crashed in native code"):
+        r = ho.retry_native_crash(launch, ho.output_dirs([f"train.out_dir={fresh}", f"checkpoint.root={before}"]))
+    assert r.returncode == 0
+    assert seen == [(["latest"], "step_00000004\n", False)] * 2
+    assert len(ho.CRASHES) == n + 1 and "horovodrun -np 2" in ho.CRASHES[-1]
+    del ho.CRASHES[n:]          # a staged crash: not one to report in the summary

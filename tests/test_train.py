@@ -18,7 +18,7 @@ import pytest
 
 pytest.importorskip("mxnet")
 
-from tests.horovod_output import explain, retry_native_crash  # noqa: E402
+from tests.horovod_output import explain, output_dirs, retry_native_crash  # noqa: E402
 from tests.train_fixtures import make_run_inputs  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,9 +52,10 @@ def _cmd(inputs, out: Path, np_=1, controller="gloo", **sets):
 
 
 def _run(cmd, env=None, timeout=300):
-    """Run to the end; a worker crash in native code gets one more run (tests/horovod_output.py)."""
+    """Run to the end; a worker crash in native code gets one more run, from the output directories as
+    they were before (tests/horovod_output.py)."""
     return retry_native_crash(lambda: subprocess.run(cmd, cwd=REPO, env=env or _env(), capture_output=True,
-                                                     text=True, timeout=timeout))
+                                                     text=True, timeout=timeout), output_dirs(cmd))
 
 
 def _records(out: Path, kind="train", start_line=0):

@@ -111,6 +111,12 @@ def init_dist(engine_name: str) -> Dist:
     """Horovod for `engine_name` ("mxnet" | "torch") when launched by horovodrun/mpirun, else alone."""
     if not launched_by_horovod():
         return Dist()
+    # Under Gloo, hvd.init() waits HOROVOD_GLOO_TIMEOUT_SECONDS (Horovod's default: 30 s) for every rank
+    # to arrive, then aborts the waiting process from a C++ thread: SIGABRT, exit 134, "terminate called
+    # after throwing an instance of 'gloo::IoException' ... Wait timeout". Ranks importing MXNet/torch
+    # on a loaded machine can arrive further apart than that (reproduced with a rank 30+ s late); the
+    # launcher stops a job whose rank died anyway, so waiting longer costs nothing.
+    os.environ.setdefault("HOROVOD_GLOO_TIMEOUT_SECONDS", "300")
     if engine_name == "mxnet":
         import horovod.mxnet as hvd
     elif engine_name == "torch":
