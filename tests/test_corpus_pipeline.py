@@ -94,35 +94,57 @@ def test_stage_manifest_and_documents(tmp_path):
 
 
 KILLER = r"""
-import os, sys
+import os, sys, time
+from pathlib import Path
 sys.path.insert(0, sys.argv[1])
 import corpus.pipeline as P
 import corpus.plan
 from common.config import load_config
 corpus.plan.MIN_UNIT = 200
-done = []
-orig = P.Stage.on_done
-def on_done(self, uid, info):
-    orig(self, uid, info)
-    done.append(uid)
-    if len(done) == int(sys.argv[3]):
-        os._exit(137)   # killed: no cleanup, a later unit may be half written
-P.Stage.on_done = on_done
+marker = Path(sys.argv[3])
+units = []
+finish, write_lines = P.finish_unit, P.PartWriter.write_lines
+def finish_unit(rec1, *args, **kw):
+    units.append(rec1["unit"])
+    return finish(rec1, *args, **kw)
+def slow_write_lines(self, *args, **kw):
+    write_lines(self, *args, **kw)
+    if len(units) == 3:                  # the 3rd unit's final part is being written: hold still here
+        marker.write_text(str(units[-1]))
+        time.sleep(600)
+P.finish_unit, P.PartWriter.write_lines = finish_unit, slow_write_lines
 P.run_clean(load_config(sys.argv[2]), workers=1)
 """
 
 
 @pytest.mark.slow
 def test_resume_after_kill_gives_the_same_output(tmp_path, monkeypatch):
+    """SIGKILL from outside while the 3rd unit writes its final part (the part half written under its
+    temporary name, the unit not recorded): the rerun redoes that unit and the output is identical."""
+    import signal
+    import time
     monkeypatch.setattr(corpus.plan, "MIN_UNIT", 200)
     ref_dir, run_dir = tmp_path / "ref", tmp_path / "run"
     ref_dir.mkdir(), run_dir.mkdir()
     ref = P.run_clean(load_config(write_inputs(ref_dir)))
     cfg_path = write_inputs(run_dir)
-    r = subprocess.run([sys.executable, "-c", KILLER, str(ROOT), cfg_path, "2"], capture_output=True, text=True)
-    assert r.returncode == 137, r.stderr
+    marker = tmp_path / "inside-unit-3"
+    p = subprocess.Popen([sys.executable, "-c", KILLER, str(ROOT), cfg_path, str(marker)], stderr=subprocess.PIPE,
+                         text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and p.poll() is None and not marker.exists():
+            time.sleep(0.02)
+        assert marker.exists(), p.stderr.read() if p.poll() is not None else "the 3rd unit never started"
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait(30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    assert p.returncode == -signal.SIGKILL
     out = run_dir / "out"
     assert not (out / "manifest.json").exists() and len(list((out / ".progress").glob("unit-*.json"))) == 2
+    assert list((out / ".progress").glob(f".unit-{int(marker.read_text()):05d}.*.tmp"))   # the part in progress
     assert ref["units"] > 3
     m = P.run_clean(load_config(cfg_path))
     assert [p["sha256"] for p in m["parts"]] == [p["sha256"] for p in ref["parts"]]

@@ -6,13 +6,17 @@ of 240 and every output under a temporary directory.
 """
 from __future__ import annotations
 
+import math
 import os
+import re
 import subprocess
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+PROMPT = "2019년 한해를 보내며,"
+VOCAB = 4000            # configs/demo.yaml's tokenizer.vocab_size: ln(4000) = 8.29 nats is a uniform guess
 
 
 @pytest.mark.slow
@@ -37,6 +41,24 @@ log: {{tensorboard: false}}
     for stage in ("1/5 corpus", "2/5 train with horovodrun -np 2 until step 10", "3/5 resume", "4/5 generate",
                   "5/5 summary"):
         assert stage in out, stage
-    assert "resumed from" in out and "2019년 한해를 보내며," in r.stdout
+    assert "resumed from" in out
     assert (w / "run" / "checkpoints" / "latest").read_text().strip() == "step_00000020"
-    assert "perplexity" in r.stdout.lower() or "ppl" in r.stdout.lower()
+
+    # the generated text itself (pretrain.generate prints "[i] <prompt><continuation>" per sample), not
+    # the step title that quotes the prompt
+    samples = re.findall(r"^\[(\d)\] (.*)$", r.stdout, re.M)
+    assert [i for i, _ in samples] == ["1", "2", "3"], r.stdout[-3000:]
+    continuations = [text[len(PROMPT):] for _, text in samples]
+    assert all(text.startswith(PROMPT) for _, text in samples), samples
+    hangul = [len(re.findall("[가-힣]", c)) for c in continuations]
+    assert max(hangul) >= 5, samples            # the model writes Korean after the prompt
+
+    # the final figures of the summary: 20 steps, a validation loss below a uniform guess over the vocab
+    m = re.search(r"^steps trained\s+(\d+) \(last train loss ([\d.]+) nats/token\)$", r.stdout, re.M)
+    assert m and int(m.group(1)) == 20 and 0 < float(m.group(2)) < math.log(VOCAB), r.stdout[-2000:]
+    m = re.search(r"^validation\s+step (\d+): loss ([\d.]+) nats/token, perplexity ([\d.]+)$", r.stdout, re.M)
+    assert m and int(m.group(1)) == 20, r.stdout[-2000:]
+    loss, ppl = float(m.group(2)), float(m.group(3))
+    assert 0 < loss < math.log(VOCAB) and ppl == pytest.approx(math.exp(loss), rel=2e-3)
+    m = re.search(r"^throughput\s+([\d,]+) tokens/s", r.stdout, re.M)
+    assert m and int(m.group(1).replace(",", "")) > 0
