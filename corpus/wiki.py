@@ -25,7 +25,8 @@ _DROP_SECTIONS = {"각주", "주석", "출처", "참고 문헌", "참고문헌",
 _MAGIC_WORD = re.compile(r"__[A-Z]+__")
 # Templates that carry article text (kowiki and enwiki names, lower case, spaces as written): the
 # 1-based positional parameter whose text is kept; "last" = the last positional one (transliterations),
-# "join" = the positional ones joined by a space (a value and its unit). Every other template is dropped.
+# "join" = numbers and range words up to the first unit, joined by spaces ("5 - 10 km").
+# Every other template is dropped.
 _TEXT_TEMPLATES = {"lang": 2, "llang": 2, "언어": 2, "lang2": 2, "nowrap": 1, "nobr": 1, "small": 1, "big": 1,
                    "작은글씨": 1, "큰글씨": 1, "작게": 1, "크게": 1, "ill": 1, "illm": 1, "interlanguage link": 1,
                    "음역": "last", "transl": "last", "transliteration": "last", "convert": "join", "변환": "join",
@@ -52,8 +53,14 @@ def _template_text(node, strip) -> str:
     if rule is None:
         return ""
     pos = [p for p in node.params if not p.showkey]
-    if rule == "join":
-        return " ".join(strip(p.value).strip() for p in pos[:2])
+    if rule == "join":   # numbers and range words, up to and including the first unit: "5 - 10 km"
+        out = []
+        for p in pos:
+            v = strip(p.value).strip()
+            out.append(v)
+            if not (re.fullmatch(r"[-+]?[\d.,]+", v) or v in ("-", "–", "~", "to", "and", "or", "x", "by")):
+                break
+        return " ".join(out)
     if rule == "last":
         return strip(pos[-1].value).strip() if pos else ""
     return strip(pos[rule - 1].value).strip() if len(pos) >= rule else ""

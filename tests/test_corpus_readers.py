@@ -118,6 +118,7 @@ def test_wiki_text_templates_errors_and_odd_links():
     text = wiki_to_text(src)
     assert text.split("\n") == ["서울(Seoul, ソウル, 漢城, 도쿄)은 605 km2의 도시이다.", "한강이 흐른다.", "",
                                  "보이는 글과 x>y와  끝"]
+    assert wiki_to_text("길이 {{convert|5|-|10|km|mi}}, 높이 {{convert|1,950|m|ft|abbr=on}}") == "길이 5 - 10 km, 높이 1,950 m"
 
 
 @pytest.mark.parametrize("doc_sep", ["line", "blank"])
