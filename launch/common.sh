@@ -76,7 +76,8 @@ fi
 # Ranks import the repo's packages whatever their working directory.
 export PYTHONPATH=$REPO${PYTHONPATH:+:$PYTHONPATH}
 
-# run_horovodrun CMD...: run horovodrun and exit with the first failed worker's own status.
+# run_horovodrun CMD...: run horovodrun and exit with the first failed worker's own status (the
+# trainer makes every worker exit with the same one: pretrain/train/status.py).
 # horovodrun itself exits 1 whatever the workers said, which would hide the trainer's exit codes
 # (2 config/data, 3 diverged, 4 stopped by a signal after a checkpoint, 5 checkpoint write failed)
 # from whoever restarts the job (launch/aws/spot_run.sh, a Slurm requeue). Its "Process N exit

@@ -86,6 +86,12 @@ def main(argv: Optional[list[str]] = None) -> int:
             # status with 143 (horovodrun SIGKILLs a worker still alive 5 s later).
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
         return exit_status(e)
+    except Exception as e:
+        if not (agreed(e) and dist.size > 1):
+            raise                              # a bug: the traceback, exit 1
+        log.exception("rank %d failed (every rank stops with exit 1)", dist.rank)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        return exit_status(e)
     log.info("done: step %d, %d tokens seen, %d skipped steps; outputs in %s", tr.step, tr.tokens_seen,
              tr.skipped, cfg.train.out_dir)
     return 0
