@@ -115,7 +115,8 @@ def write_scripted(where, tok, script: list) -> str:
     for i in range(CFG.num_layers):
         w.update({f"h.{i}.ln_1.weight": np.ones(U), f"h.{i}.ln_1.bias": np.zeros(U),
                   f"h.{i}.ln_2.weight": np.ones(U), f"h.{i}.ln_2.bias": np.zeros(U),
-                  f"h.{i}.attn.qkv.weight": 0.02 * rng.standard_normal((3 * U, U)), f"h.{i}.attn.qkv.bias": np.zeros(3 * U),
+                  f"h.{i}.attn.qkv.weight": 0.02 * rng.standard_normal((3 * U, U)),
+                  f"h.{i}.attn.qkv.bias": np.zeros(3 * U),
                   f"h.{i}.attn.proj.weight": np.zeros((U, U)), f"h.{i}.attn.proj.bias": np.zeros(U),
                   f"h.{i}.mlp.fc.weight": 0.02 * rng.standard_normal((H, U)), f"h.{i}.mlp.fc.bias": np.zeros(H),
                   f"h.{i}.mlp.proj.weight": np.zeros((U, H)), f"h.{i}.mlp.proj.bias": np.zeros(U)})
@@ -129,7 +130,8 @@ def write_scripted(where, tok, script: list) -> str:
 def scripted(tmp_path_factory):
     """(checkpoint root, tokenizer, ids of PROMPT + CONTINUATION): greedy decoding writes CONTINUATION."""
     root = tmp_path_factory.mktemp("scripted")
-    tok = make_tokenizer(root / "tokenizer", synthetic_docs(200) + [PROMPT + " 새해에는 더 많은 사람들이"] * 20)
+    docs = synthetic_docs(200) + [PROMPT + " 새해에는 더 많은 사람들이"] * 20
+    tok = make_tokenizer(root / "tokenizer", docs)
     full = tok.encode(PROMPT + CONTINUATION)
     n = len(tok.encode(PROMPT))
     assert full[:n] == tok.encode(PROMPT) and len(full) + 12 < CFG.max_length
@@ -177,7 +179,8 @@ def test_every_client_gives_the_same_greedy_tokens(scripted, tmp_path, capsys):
         lm = load_model(checkpoint, engine=engine)
         assert generate_ids(lm, [tok.bos_id] + full[:n], 64, greedy) == want
         assert generate_sample(lm, PROMPT, 64, greedy)["text"] == PROMPT + CONTINUATION
-    assert generate_main(["--checkpoint", checkpoint, "--prompt", PROMPT, "--greedy", "--json", "--num-samples", "2"]) == 0
+    argv = ["--checkpoint", checkpoint, "--prompt", PROMPT, "--greedy", "--json", "--num-samples", "2"]
+    assert generate_main(argv) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert rows == [{"text": PROMPT + CONTINUATION, "ids": want, "prompt_ids": [tok.bos_id] + full[:n]}] * 2
 
@@ -235,8 +238,8 @@ def test_hf_tokenizer_matches_sentencepiece_around_symbols(scripted, tmp_path):
     out = tmp_path / "hf"
     export_hf(checkpoint, str(out))
     hf = transformers.AutoTokenizer.from_pretrained(str(out))
-    for text in ["<mask> 토큰 <unused0>끝", "문장 하나</s>문장 둘</s>", "<s>오늘 나는", "\n오늘\n\n나는 <mask>",
-                 "끝<unused1><unused1>", " 앞 공백", "", PROMPT + CONTINUATION]:
+    for text in ["<mask> 토큰 <unused0>끝", "문장 하나</s>문장 둘</s>", "<s>오늘 나는",
+                 "\n오늘\n\n나는 <mask>", "끝<unused1><unused1>", " 앞 공백", "", PROMPT + CONTINUATION]:
         ids = tok.encode(text)
         assert hf(text, add_special_tokens=False).input_ids == ids, text
         assert hf(text).input_ids == [tok.bos_id] + ids, text

@@ -1,7 +1,8 @@
 """Reading token shards: the numpy-memmap reader the trainer uses, and the tokenizer check.
 
 Format (docs/CONTRACTS.md "Token shards"): `<split>_NNNNN.bin` holds little-endian uint16 ids, every
-document `<s> ids </s>` (format v2; v1 had no `<s>` and is refused with the fix); `<split>_NNNNN.idx` holds little-endian int64 token offsets, n_docs + 1
+document `<s> ids </s>` (format v2; v1 had no `<s>` and is refused with the fix); `<split>_NNNNN.idx`
+holds little-endian int64 token offsets, n_docs + 1
 of them, offsets[0] = 0; `manifest.json` (written last) lists the files, counts, dtype and the sha256
 of the tokenizer that made them. corpus/shards/ writes them.
 """

@@ -8,5 +8,5 @@ from pretrain.generate.cli import generate_ids, generate_sample, generate_text, 
 from pretrain.generate.inference import LoadedModel, load_model, open_checkpoint
 from pretrain.generate.sampling import SamplingConfig, next_token
 
-__all__ = ["LoadedModel", "SamplingConfig", "generate_ids", "generate_sample", "generate_text", "load_model", "main", "next_token",
-           "non_text_ids", "open_checkpoint"]
+__all__ = ["LoadedModel", "SamplingConfig", "generate_ids", "generate_sample", "generate_text", "load_model", "main",
+           "next_token", "non_text_ids", "open_checkpoint"]
