@@ -49,6 +49,7 @@ from typing import Any, Iterable, Optional, Sequence
 import sentencepiece as spm
 
 from common.io import atomic_open, read_json, sha256_file, write_bytes_atomic, write_json_atomic
+from common.progress import Progress
 from corpus.errors import TokenizerError  # noqa: F401 - re-exported: callers catch corpus.tokenizer.TokenizerError
 from corpus.pii import PLACEHOLDERS
 from corpus.sentence_sample import sample_sentences
@@ -62,6 +63,8 @@ NEWLINE = "\n"  # its own piece (a user-defined symbol after the <unused*> slots
 # (so no earlier id moves): without them each would be learned as 3-5 pieces of punctuation and letters.
 PII_PIECES = list(PLACEHOLDERS.values())
 _UNUSED_RE = re.compile(r"^<unused\d+>$")
+# seconds = a * MB^b * (vocab/50k)^c on 2 threads; `serial` = share that does not shrink with threads
+SPM_FIT = {"a": 2.0, "b": 1.0, "c": 0.5, "serial": 0.5}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -250,6 +253,14 @@ def canonical_model(data: bytes) -> bytes:
     return m.SerializeToString(deterministic=True)
 
 
+def spm_seconds_estimate(sample_bytes: int, vocab_size: int, threads: int) -> float:
+    """Rough SentencePiece BPE training time (s) for a sample file: the fit of bench/scale.py's
+    measurements (2-core x86_64 VM, see README "Scale"), scaled by threads for the parallel part."""
+    mb = sample_bytes / 1e6
+    return SPM_FIT["a"] * mb ** SPM_FIT["b"] * (vocab_size / 50_000) ** SPM_FIT["c"] * \
+        (SPM_FIT["serial"] + (1 - SPM_FIT["serial"]) * 2 / max(threads, 1))
+
+
 def train_spm_file(sentences_file: str | os.PathLike, t: Any, out_dir: str | os.PathLike, threads: int) -> Path:
     """Train BPE on a one-sentence-a-line file; write `out_dir`/spm.model (canonical) and spm.vocab."""
     out = Path(out_dir)
@@ -340,7 +351,11 @@ def train_tokenizer(cfg: Any, force: bool = False) -> Tokenizer:
         log.info("sampled %d of %d sentences (%d too long) from %d documents in %.1f s; %d documents held out",
                  stats["sentences_sampled"], stats["sentences_seen"], stats["sentences_too_long"],
                  stats["docs"], t1 - t0, stats["heldout_docs"])
-        train_spm_file(sample_file, t, out, threads)
+        # SentencePiece trains in one C++ call: a heartbeat line (elapsed, estimated ETA) keeps logs alive
+        with Progress(f"training {t.vocab_size}-piece BPE on {stats['sentences_sampled']:,} sentences",
+                      logger=log, heartbeat=True, estimate_s=spm_seconds_estimate(sample_file.stat().st_size,
+                                                                                   t.vocab_size, threads)):
+            train_spm_file(sample_file, t, out, threads)
         t2 = time.time()
     log.info("trained %d-piece BPE on %d threads in %.1f s", t.vocab_size, threads, t2 - t1)
     tok = Tokenizer(out / "spm.model")

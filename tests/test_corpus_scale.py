@@ -108,3 +108,44 @@ def test_progress_helper_logs_done_total_rate_eta(caplog):
     assert any(m.startswith("stage: 50/200 docs (25.0%)") and "docs/s" in m and "ETA" in m for m in msgs)
     assert msgs[-1].startswith("train: done")
     assert sum(m.startswith("train:") and "ETA ~" in m for m in msgs) >= 2   # heartbeat without updates
+
+
+def _clean_dev(tmp: Path, monkeypatch, lines: int) -> Path:
+    monkeypatch.setattr(corpus.plan, "MIN_UNIT", 1 << 15)   # several parts
+    src = _dev_head(tmp, lines)
+    cfg = load_config(None, [f"corpus.inputs=[{{path: {src}, format: text}}]", f"corpus.out_dir={tmp}/clean"])
+    assert len(P.run_clean(cfg, workers=1)["parts"]) > 3
+    return tmp / "clean"
+
+
+def _sample(clean: Path, tmp: Path, workers: int, *sets: str) -> tuple[bytes, dict]:
+    from corpus.sentence_sample import sample_sentences
+
+    cfg = load_config(None, [f"corpus.out_dir={clean}", *sets])
+    out = tmp / f"sample-{workers}-{len(sets)}.txt"
+    stats = sample_sentences(cfg, out, workers=workers)
+    return out.read_bytes(), stats
+
+
+def test_sampling_is_seeded_worker_independent_and_splits_only_selected_lines(tmp_path, monkeypatch):
+    clean = _clean_dev(tmp_path, monkeypatch, 6000)
+    cap = ("tokenizer.sample_sentences=1500", "corpus.sentence_splitter=regex")
+    one, st1 = _sample(clean, tmp_path, 1, *cap)
+    two, st2 = _sample(clean, tmp_path, 2, *cap)
+    assert one == two and st1["heldout"] == st2["heldout"]
+    assert len(one.splitlines()) == st1["sentences_sampled"] == 1500
+    assert 0 < st1["line_probability"] < 1 and st1["lines_selected"] < 0.7 * st1["lines"]
+    assert 1500 <= st1["sentences_seen"] < st1["sentences_estimated"]
+    other, _ = _sample(clean, tmp_path, 1, *cap, "tokenizer.seed=7")
+    assert other != one
+    everything, st = _sample(clean, tmp_path, 1, "corpus.sentence_splitter=regex")   # cap above the corpus
+    assert st["line_probability"] == 1.0 and st["sentences_seen"] == st["sentences_sampled"]
+    assert set(one.splitlines()) <= set(everything.splitlines())
+
+
+def test_kiwi_splits_only_pieces_longer_than_the_limit(tmp_path, monkeypatch):
+    pytest.importorskip("kiwipiepy")
+    clean = _clean_dev(tmp_path, monkeypatch, 1500)
+    data, st = _sample(clean, tmp_path, 1, "tokenizer.max_sentence_chars=40", "corpus.sentence_splitter=kiwi")
+    assert st["kiwi_split"] > 0
+    assert all(len(s) <= 40 for s in data.decode("utf-8").splitlines())
