@@ -33,9 +33,8 @@ def build_shards(cfg: Any, workers: Optional[int] = None) -> dict:
     The tokenizer is `tokenizer.model` when set (e.g. KoGPT2's .spiece), else `tokenizer.dir`.
     Returns the manifest. Refuses an out_dir holding shards of another tokenizer.
     """
-    from tqdm import tqdm
-
     from common.config import to_dict
+    from common.progress import Progress
     from common.schema import cpu_count
 
     s, out, clean = cfg.shards, Path(cfg.shards.out_dir), Path(cfg.corpus.out_dir)
@@ -85,15 +84,15 @@ def build_shards(cfg: Any, workers: Optional[int] = None) -> dict:
         import multiprocessing as mp
         ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
         counter = ctx.Value("q", 0)
-        bar = tqdm(total=sum(t["docs"] for t in tasks) or None, unit="doc", desc="encoding", disable=None)
+        bar = Progress("encoding", total=sum(t["docs"] for t in tasks) or None, unit="docs", logger=log)
         with ctx.Pool(procs, _init_worker, (str(tok.model_path), counter)) as pool:
             res = pool.map_async(_encode_part, tasks, chunksize=1)
             while not res.ready():
                 res.wait(0.5)
-                bar.update(counter.value - bar.n)
+                bar.update(counter.value - bar.done)
             for t, d in zip(tasks, res.get()):
                 done[t["k"]] = d
-        bar.update(counter.value - bar.n)
+        bar.update(counter.value - bar.done)
         bar.close()
     t1, cpu = time.time(), _children_cpu() - cpu0
     splits = {sp: merge_files([(parts_dir / done[k]["files"][sp]["bin"], parts_dir / done[k]["files"][sp]["idx"])
