@@ -7,7 +7,8 @@
 #
 # mpirun (default): mpirun -np N -hostfile F -bind-to none -map-by slot --mca pml ob1 --mca btl ^openib
 #   --mca btl_tcp_if_include IFACE -x NCCL_SOCKET_IFNAME=IFACE -x NCCL_IB_DISABLE=1
-#   -x HOROVOD_HIERARCHICAL_ALLREDUCE=1 -x HOROVOD_FUSION_THRESHOLD=... -x PATH [-x LD_LIBRARY_PATH] -x PYTHONPATH
+#   -x HOROVOD_HIERARCHICAL_ALLREDUCE=1 -x HOROVOD_FUSION_THRESHOLD=... -x HOROVOD_CYCLE_TIME=1
+#   -x PATH [-x LD_LIBRARY_PATH] -x PYTHONPATH (the Horovod/NCCL values and why: launch/horovod_env.sh)
 #   <venv>/bin/python -m pretrain.train --config C --set ...
 # horovodrun: env <the same variables> horovodrun -np N -hostfile F --network-interface IFACE [--gloo] python ...
 # --network: socket = TCP only (NCCL_IB_DISABLE=1); ib = InfiniBand/RoCE for NCCL (NCCL_IB_DISABLE=0);
@@ -21,7 +22,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 usage() {
-    sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
     exit "${1:-0}"
 }
 
@@ -71,16 +72,10 @@ for e in ${extra_env[@]+"${extra_env[@]}"}; do
 done
 check_config "$config" "$np" ${sets[@]+"${sets[@]}"}
 
-# The environment every rank needs, by network.
-env_vars=("NCCL_SOCKET_IFNAME=$iface")
-case $network in
-    socket) env_vars+=(NCCL_IB_DISABLE=1) ;;
-    ib) env_vars+=(NCCL_IB_DISABLE=0) ;;
-    efa) env_vars+=(FI_PROVIDER=efa FI_EFA_USE_DEVICE_RDMA=1 RDMAV_FORK_SAFE=1) ;;
-esac
-[[ $hierarchical -eq 1 ]] && env_vars+=(HOROVOD_HIERARCHICAL_ALLREDUCE=1)   # NCCL within a host, then across hosts
-env_vars+=("HOROVOD_FUSION_THRESHOLD=$((fusion_mb * 1024 * 1024))")        # bytes of gradients fused per allreduce
-env_vars+=(${extra_env[@]+"${extra_env[@]}"})
+# The environment every rank needs (values and reasons in launch/horovod_env.sh).
+source "$LAUNCH_DIR/horovod_env.sh"
+horovod_env "$network" "$iface" "$hierarchical" "$fusion_mb"
+env_vars=("${HOROVOD_ENV[@]}" ${extra_env[@]+"${extra_env[@]}"})
 train=("$PY" -m pretrain.train --config "$config" ${set_args[@]+"${set_args[@]}"})
 
 if [[ $launcher == mpirun ]]; then

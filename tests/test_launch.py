@@ -115,6 +115,7 @@ def test_multi_node_mpirun_dry_run(hosts8):
                    "--mca", "pml", "ob1", "--mca", "btl", "^openib", "--mca", "btl_tcp_if_include", "eth1",
                    "--mca", "oob_tcp_if_include", "eth1", "-x", "NCCL_SOCKET_IFNAME=eth1", "-x", "NCCL_IB_DISABLE=1",
                    "-x", "HOROVOD_HIERARCHICAL_ALLREDUCE=1", "-x", "HOROVOD_FUSION_THRESHOLD=134217728",
+                   "-x", "HOROVOD_CYCLE_TIME=1",
                    "-x", "PATH", "-x", "LD_LIBRARY_PATH", "-x", "PYTHONPATH",
                    PY, "-m", "pretrain.train", "--config", TINY, "--set", "train.global_batch=16"]
     # EFA: libfabric provider and RDMA for NCCL, MPI kept off the cm PML; no hierarchical allreduce; 4 of 8 slots
@@ -136,7 +137,7 @@ def test_multi_node_horovodrun_dry_run(hosts8):
     r = run("multi_node.sh", "--hostfile", str(hosts8), "--config", TINY, "--launcher", "horovodrun", "--gloo",
             "--network", "ib", "--iface", "ib0", "--set", "train.global_batch=16", "--dry-run")
     assert printed(r) == [["env", "NCCL_SOCKET_IFNAME=ib0", "NCCL_IB_DISABLE=0", "HOROVOD_HIERARCHICAL_ALLREDUCE=1",
-                           "HOROVOD_FUSION_THRESHOLD=134217728", HOROVODRUN, "-np", "8", "-hostfile", str(hosts8),
+                           "HOROVOD_FUSION_THRESHOLD=134217728", "HOROVOD_CYCLE_TIME=1", HOROVODRUN, "-np", "8", "-hostfile", str(hosts8),
                            "--network-interface", "ib0", "--gloo", PY, "-m", "pretrain.train", "--config", TINY,
                            "--set", "train.global_batch=16"]]
 
