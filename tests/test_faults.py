@@ -161,6 +161,43 @@ exec {PY} "$@"
     assert "rank 1 failed with exit status 2" in r.stdout + r.stderr and "no-shards" in r.stdout + r.stderr
 
 
+_MIDRUN_HOOK = '''
+# sitecustomize for rank 1 only: reading the batch of step 4 (sample cursor 24) fails like a bad disk
+import os
+if os.environ.get("HOROVOD_RANK") == "1":
+    from pretrain.train import data
+    _orig = data.WindowDataset.batch_for_step
+    def batch_for_step(self, cursor, *args, **kwargs):
+        if self.split == "train" and cursor >= 24:
+            raise data.DataError("injected on rank 1: shard unreadable at sample 24")
+        return _orig(self, cursor, *args, **kwargs)
+    data.WindowDataset.batch_for_step = batch_for_step
+'''
+
+
+def test_one_rank_failing_to_read_a_batch_mid_run_stops_every_rank_with_2(inputs, tmp_path):
+    """Rank 1 alone cannot read the batch of step 4: the others do not wait for it in the gradient
+    allreduce; both stop at the step 3 boundary with exit 2, rank 0 naming rank 1's error."""
+    _needs_horovod()
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(_MIDRUN_HOOK)
+    wrapper = tmp_path / "python"
+    wrapper.write_text(f"#!/usr/bin/env bash\nexport PYTHONPATH={hook}:$PYTHONPATH\nexec {PY} \"$@\"\n")
+    wrapper.chmod(0o755)
+    out = tmp_path / "run"
+    r = subprocess.run(["bash", str(REPO / "launch" / "single_node.sh"), "--np", "2", "--gloo", "--config", TINY,
+                        *_sets(inputs, out, out / "ckpt", train__max_steps=10, checkpoint__every_steps=100)],
+                       cwd=REPO, env=_launch_env({"KOGPT_PYTHON": str(wrapper)}), capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 2, explain(r)
+    assert _worker_statuses(r) == {0: 2, 1: 2}, explain(r)
+    assert "rank 1 failed with exit status 2 (DataError: injected on rank 1" in r.stdout + r.stderr
+    steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()
+             if json.loads(x)["kind"] == "train"]
+    assert steps == [1, 2, 3]
+
+
 # ----------------------------------------------------------------------------------------------------
 # a damaged root is never trained over
 

@@ -164,6 +164,7 @@ class CheckpointManager:
                      nbytes / 1e6, dt, nbytes / 1e6 / max(dt, 1e-9),
                      f", {retries} request(s) retried" if retries else "")
             self.last_saved_step = step
+            self._rejected.pop(name, None)    # replaced by a checkpoint that verifies
             with self._progress_lock:
                 self._completed.append({"step": step, "write_s": dt, "bytes": nbytes, "retries": retries,
                                         "longest_stall_s": stalls[0]})

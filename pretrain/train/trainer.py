@@ -289,16 +289,14 @@ class Trainer:
             self.cursor += g
             self.tokens_seen += g * self.seq_len
             error = None
+            if not res.skipped:
+                losses.append(res.loss)        # logged below even when this step diverged (NaN)
             try:
                 self._check_step(res, lr, save_due=bool(every and self.step % every == 0) or self.step == end
                                  or stop.received is not None)
-                if not res.skipped:
-                    losses.append(res.loss)
                 batches = self._fetch() if self.step < end else None
             except Exception as e:
                 error = e
-            # The step boundary: one small allreduce tells every rank about signals and failures.
-            stopping = agree(dist, error, stop=stop.received is not None)
             if self.step % t.log_every == 0 or self.step == end:
                 now = time.perf_counter()
                 tps = (self.tokens_seen - tok_last) / max(now - t_last, 1e-9)
@@ -315,6 +313,9 @@ class Trainer:
                     "loss": loss, "lr": lr, "grad_norm": res.grad_norm, "tokens_per_s": tps, "mfu": frac,
                     "loss_scale": res.loss_scale, "memory_bytes": mem, "tokens_seen": self.tokens_seen,
                     "sample_cursor": cursor_before, "skipped_steps": self.skipped})
+            # The step boundary (after the step's own log line): one small allreduce tells every rank
+            # about signals and failures.
+            stopping = agree(dist, error, stop=stop.received is not None)
             if stopping:
                 break
             if t.eval_every and self.step % t.eval_every == 0:
