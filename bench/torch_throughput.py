@@ -49,7 +49,7 @@ def make_cfg(args) -> Config:
     cfg.train.engine = "torch"
     cfg.train.device = "gpu" if args.device == "cuda" else "cpu"
     cfg.train.micro_batch, cfg.train.global_batch = args.micro_batch, args.micro_batch * args.accum
-    cfg.train.compile = not args.no_compile
+    cfg.train.compile = False if args.no_compile else "auto"   # auto: compiled on CUDA, eager on the CPU
     cfg.train.seq_len = args.seq_len or cfg.model.max_length
     cfg.optim.clip_norm = 1.0
     return cfg
