@@ -261,6 +261,29 @@ def spm_seconds_estimate(sample_bytes: int, vocab_size: int, threads: int) -> fl
         (SPM_FIT["serial"] + (1 - SPM_FIT["serial"]) * 2 / max(threads, 1))
 
 
+def train_spm_logged(sample_file: Path, t: Any, out: Path, threads: int, sentences: int) -> None:
+    """`train_spm_file` in a forked process while this one logs progress (elapsed, estimated ETA).
+
+    SentencePiece's trainer holds the GIL for its whole run (tens of minutes at scale), so a logging
+    thread beside it would stay silent; the child writes the same files, so the model is the same.
+    """
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+    from concurrent.futures import TimeoutError as FutureTimeout
+
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    est = spm_seconds_estimate(sample_file.stat().st_size, t.vocab_size, threads)
+    with Progress(f"training {t.vocab_size}-piece BPE on {sentences:,} sentences", logger=log, estimate_s=est) as bar, \
+            ProcessPoolExecutor(1, mp_context=ctx) as ex:
+        fut = ex.submit(train_spm_file, sample_file, t, out, threads)
+        while True:
+            try:
+                fut.result(timeout=1.0)
+                return
+            except FutureTimeout:
+                bar.update(0)
+
+
 def train_spm_file(sentences_file: str | os.PathLike, t: Any, out_dir: str | os.PathLike, threads: int) -> Path:
     """Train BPE on a one-sentence-a-line file; write `out_dir`/spm.model (canonical) and spm.vocab."""
     out = Path(out_dir)
@@ -351,11 +374,7 @@ def train_tokenizer(cfg: Any, force: bool = False) -> Tokenizer:
         log.info("sampled %d of %d sentences (%d too long) from %d documents in %.1f s; %d documents held out",
                  stats["sentences_sampled"], stats["sentences_seen"], stats["sentences_too_long"],
                  stats["docs"], t1 - t0, stats["heldout_docs"])
-        # SentencePiece trains in one C++ call: a heartbeat line (elapsed, estimated ETA) keeps logs alive
-        with Progress(f"training {t.vocab_size}-piece BPE on {stats['sentences_sampled']:,} sentences",
-                      logger=log, heartbeat=True, estimate_s=spm_seconds_estimate(sample_file.stat().st_size,
-                                                                                   t.vocab_size, threads)):
-            train_spm_file(sample_file, t, out, threads)
+        train_spm_logged(sample_file, t, out, threads, stats["sentences_sampled"])
         t2 = time.time()
     log.info("trained %d-piece BPE on %d threads in %.1f s", t.vocab_size, threads, t2 - t1)
     tok = Tokenizer(out / "spm.model")

@@ -149,3 +149,27 @@ def test_kiwi_splits_only_pieces_longer_than_the_limit(tmp_path, monkeypatch):
     data, st = _sample(clean, tmp_path, 1, "tokenizer.max_sentence_chars=40", "corpus.sentence_splitter=kiwi")
     assert st["kiwi_split"] > 0
     assert all(len(s) <= 40 for s in data.decode("utf-8").splitlines())
+
+
+TOKENIZER_CHILD = r"""
+import sys
+sys.path.insert(0, sys.argv[1])
+from common.log import setup_logging
+from common.config import load_config
+from corpus.tokenizer import train_tokenizer
+setup_logging()
+cfg = load_config(None, [f"corpus.out_dir={sys.argv[2]}", f"tokenizer.dir={sys.argv[3]}", "tokenizer.vocab_size=2500",
+                         "corpus.sentence_splitter=regex", "tokenizer.threads=1"])
+train_tokenizer(cfg)
+"""
+
+
+def test_tokenizer_progress_lines_when_stderr_is_not_a_terminal(tmp_path, monkeypatch):
+    clean = _clean_dev(tmp_path, monkeypatch, 3000)
+    r = subprocess.run([sys.executable, "-c", TOKENIZER_CHILD, str(ROOT), str(clean), str(tmp_path / "tok")],
+                       capture_output=True, text=True, env={"KOGPT_PROGRESS_SECONDS": "0", "PATH": ""})
+    assert r.returncode == 0, r.stderr
+    err = r.stderr
+    assert any("sampling sentences: " in ln and "docs/s" in ln and "ETA" in ln for ln in err.splitlines()), err
+    assert any("training 2500-piece BPE" in ln and "elapsed" in ln for ln in err.splitlines()), err
+    assert "\r" not in err and (tmp_path / "tok" / "spm.model").is_file()
