@@ -324,6 +324,8 @@ class CheckpointConfig:
     init_from: str = ""                # weights only: fresh optimizer and schedule
     async_upload: bool = True          # snapshot locally, upload in the background
     staging_dir: str = ""              # local snapshot dir for async S3 uploads; "" = <out_dir>/staging
+    node_cache_dir: str = ""           # node-local dir where local rank 0 downloads an S3 checkpoint to resume
+                                       # from, for all ranks of its node; "" = <system temp dir>/kogpt-resume-<uid>
     stall_warn_s: float = 60.0         # warn while a checkpoint write has moved no byte for this long
     s3: S3Config = field(default_factory=S3Config)
 

@@ -181,6 +181,30 @@ class _Reader:
         self._verified[url] = (d, stats)
         return d
 
+    def fetch_into(self, storage: Storage, name: str, dest: Path) -> Path:
+        """Checkpoint `name` of a remote (S3) root, verified, as a local directory `dest` with its
+        MANIFEST.json, so other processes can load it with `load_checkpoint(dest)`.
+
+        Reuses the copy this reader verified while resolving the resume, if it is still intact (rank 0
+        downloads once, not twice); else downloads and verifies. `dest` is built under a temporary name
+        and renamed into place, so a reader never sees a partial directory."""
+        url = storage.url(name)
+        if storage.local_path(name) is not None:
+            raise CheckpointError(f"{url} is already local: load it in place")
+        d = self._still_verified(url) or self.fetch_verified(storage, name)
+        manifest = self.manifest(storage, name)
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.move(str(d), str(tmp))             # a rename when the cache is on the same filesystem
+        self._downloads.discard(d)
+        self._verified.pop(url, None)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+        shutil.rmtree(dest, ignore_errors=True)   # a stale copy from an earlier, killed resume
+        os.rename(tmp, dest)
+        return dest
+
     def _still_verified(self, url: str) -> Optional[Path]:
         entry = self._verified.get(url)
         if entry is None:

@@ -139,7 +139,9 @@ class Trainer:
             else:
                 log.info("starting from scratch (checkpoint.resume=%s found nothing)", ck_cfg.resume)
             return
-        ck = self.cm.load(where)
+        # every rank needs the checkpoint; from S3 only local rank 0 of each node downloads it
+        from pretrain.checkpoint.node_local import load_once_per_node
+        ck = load_once_per_node(self.cm, where, self.dist, ck_cfg.node_cache_dir)
         st = ck.state
         self._check_tokenizer(st, where, "checkpoint.resume: none")
         self.engine.set_weights(ck.weights)
