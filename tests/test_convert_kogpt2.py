@@ -374,6 +374,26 @@ def test_kogpt2_spiece_matches_gluonnlp_vocab(env):
     assert tok.decode(tok.encode(text)) == text
 
 
+def test_hf_tokenizer_of_the_spiece_matches_sentencepiece(env):
+    """The HF export's tokenizer for a KoGPT2-style .spiece: its normalization (nmt_nfkc, extra spaces
+    removed) applies, and its user-defined <s>/</s> are matched in text, as SentencePiece does; ids and
+    decodes equal. Documented differences: a text that is exactly one user-defined symbol, and control
+    pieces (<unk>, <pad>) written in text, which HF matches here."""
+    pytest.importorskip("transformers")
+    from pretrain.interop.hf import hf_tokenizer_from_spm
+
+    _, spiece, tok, _, _ = env
+    hf = hf_tokenizer_from_spm(spiece)
+    for text in SENTENCES + ["  앞뒤  공백  ", "ㅋㅋㅋ ㅠㅠ", "ＡＢＣ１２３", "줄\n\n바꿈 ", "문장 하나</s>문장 둘</s>",
+                             "<s>오늘", "😀 이모지", ""]:
+        ids = tok.encode(text)
+        assert hf(text, add_special_tokens=False).input_ids == ids, text
+        assert hf(text).input_ids == [tok.bos_id] + ids, text
+        assert hf.decode(ids) == tok.decode(ids), text
+    assert tok.encode("<s>") == [tok.piece_id("▁"), tok.bos_id]                # exactly one symbol: the
+    assert hf("<s>", add_special_tokens=False).input_ids == [tok.bos_id]          # documented difference
+
+
 def test_shard_stage_accepts_the_spiece(env, shards):
     _, spiece, tok, _, _ = env
     d, m = shards

@@ -14,10 +14,12 @@ The exported directory loads with `transformers` and no custom code:
   convention (docs/CONTRACTS.md "One convention"): `tok(text).input_ids` is `[<s>] + encode(text)`,
   the input every document had in training (`add_special_tokens=False`: exactly `encode(text)`); no
   `</s>` is appended. Ids equal SentencePiece's for any text, user-defined symbols (`<mask>`,
-  `<unused*>`, `\n`) inside it included, with one exception: a text that is nothing but one
-  user-defined symbol (`"\n"`, `"<mask>"`) lacks SentencePiece's leading `▁` piece. Control
-  tokens written in text (`"</s>"`, `"<s>"`) are text, as in SentencePiece (`split_special_tokens`):
-  only the tokenizer's own bos and the model's eos are control ids;
+  `<unused*>`, `\n`) inside it included, and the model's normalization rule (KoGPT2's nmt_nfkc, extra
+  spaces removed) applied, with one exception: a text that is nothing but one user-defined symbol
+  (`"\n"`, `"<mask>"`) lacks SentencePiece's leading `▁` piece. Control tokens written in text
+  (`"</s>"`, `"<s>"`) are text, as in SentencePiece (`split_special_tokens`); where `<s>`/`</s>` are
+  user-defined pieces (KoGPT2's .spiece) both match them in text, and then HF also matches a written
+  `<pad>`/`<unk>`, which SentencePiece does not;
 - generation_config.json: bos/eos/pad ids, greedy decoding by default, at most 64 new tokens, and
   `suppress_tokens` = the ids `pretrain.generate` never emits (<unk> <s> <pad> <mask> <unused*>), so
   `pipeline('text-generation')` gives the same greedy tokens as `pretrain.generate --greedy`.
@@ -114,7 +116,11 @@ def hf_tokenizer_from_spm(spm_file: str | Path):
                                byte_fallback=proto.trainer_spec.byte_fallback))
     T = pb.ModelProto.SentencePiece
     user = [p.piece for p in proto.pieces if p.type == T.USER_DEFINED]
-    norm = []
+    ns, norm = proto.normalizer_spec, []
+    if ns.precompiled_charsmap:     # a normalization rule (e.g. nmt_nfkc in KoGPT2's .spiece; ours: identity)
+        norm.append(normalizers.Precompiled(ns.precompiled_charsmap))
+    if ns.remove_extra_whitespaces:  # SentencePiece: strip, then runs of spaces -> one (ours keep them)
+        norm += [normalizers.Strip(left=True, right=True), normalizers.Replace(Regex(" {2,}"), " ")]
     if proto.normalizer_spec.add_dummy_prefix:
         # "▁" at the very start, unless the string is exactly one user-defined symbol (see above)
         alt = "|".join(re.escape(u) for u in sorted(user, key=len, reverse=True))
@@ -126,18 +132,24 @@ def hf_tokenizer_from_spm(spm_file: str | Path):
     tok.add_tokens([AddedToken(p.piece, special=p.type in (T.CONTROL, T.UNKNOWN), normalized=p.type == T.USER_DEFINED)
                     for p in proto.pieces if p.type in (T.CONTROL, T.UNKNOWN, T.USER_DEFINED)])
 
-    def piece(i: int) -> Optional[str]:
-        return sp.id_to_piece(i) if i >= 0 else None
+    from corpus.tokenizer import Tokenizer
+    ids = Tokenizer(spm_file)   # specials by piece where SentencePiece has no control id (KoGPT2's .spiece)
 
-    bos = piece(sp.bos_id())
+    def piece(i: Optional[int]) -> Optional[str]:
+        return sp.id_to_piece(i) if i is not None and i >= 0 else None
+
+    bos = piece(ids.bos_id)
     if bos is not None:   # the convention: every sequence starts with <s>, as every training document does
         tok.post_processor = processors.TemplateProcessing(single=f"{bos} $A", pair=f"{bos} $A $B",
-                                                           special_tokens=[(bos, sp.bos_id())])
-    # <mask> stays an ordinary added token (matched in text, decoded as text), as in SentencePiece:
-    # transformers' special tokens are not matched in text here (split_special_tokens)
+                                                           special_tokens=[(bos, ids.bos_id)])
+    # <mask> stays an ordinary added token (matched in text, decoded as text), as in SentencePiece.
+    # split_special_tokens: SentencePiece never matches control pieces in text, so neither does this,
+    # unless <s>/</s> are user-defined pieces (KoGPT2's .spiece), which SentencePiece does match.
+    specials = [i for i in (ids.bos_id, ids.eos_id, ids.pad_id, ids.unk_id) if i is not None]
+    user_specials = any(proto.pieces[i].type == T.USER_DEFINED for i in specials)
     return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token=unk, bos_token=bos,
-                                   eos_token=piece(sp.eos_id()), pad_token=piece(sp.pad_id()),
-                                   clean_up_tokenization_spaces=False, split_special_tokens=True)
+                                   eos_token=piece(ids.eos_id), pad_token=piece(ids.pad_id),
+                                   clean_up_tokenization_spaces=False, split_special_tokens=not user_specials)
 
 
 def hf_generation_config(tok: Any, max_new_tokens: int = 64):
