@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/scale.py run --sizes 0.1 0.3 1 [--root /work/scale] [--workers 2]
     .venv/bin/python bench/scale.py spm --corpus-size 1 --sentences 125000 500000 1000000 [5000000]
+    .venv/bin/python bench/scale.py vocab --corpus-size 1   # every trained 50k vocab on the same held-out docs
     .venv/bin/python bench/scale.py report          # fits + projection from the saved measurements
 
 `run`: for each size (GB of document text), generates the corpus with bench/make_scale_corpus.py
@@ -187,6 +188,8 @@ def cmd_run(a) -> None:
         rec = {"gb": gb, "input_text_bytes": desc["text_bytes"], "input_file_bytes": sum(
             f["size"] for f in desc["files"].values()), "docs": desc["docs"], "sample_cap": cap, "stages": {}}
         for stage in a.stages:
+            if stage == "shards" and a.shards_tokenizer:   # e.g. a smaller run's 50k vocab: no wait for this size's
+                spec = dict(spec, sets=spec["sets"] + [f"tokenizer.dir={a.shards_tokenizer}"])
             print(f"[{time.strftime('%H:%M:%S')}] {gb:g} GB: {stage} ...", flush=True)
             rec["stages"][stage] = r = _run_child(stage, spec, run.parent / f"run{gb:g}-{stage}.log")
             print(f"    {json.dumps(r)[:300]}", flush=True)
@@ -212,6 +215,37 @@ def cmd_spm(a) -> None:
         print(f"    {json.dumps(r)}", flush=True)
         raw["spm"][str(n)] = r
         _save_raw(root, raw)
+    cmd_report(a)
+
+
+def cmd_vocab(a) -> None:
+    """Tokens per character of every 50k tokenizer under --root on the same held-out documents."""
+    from corpus.docs import doc_key, is_valid_doc, iter_documents
+    from corpus.tokenizer import Tokenizer, tokenizer_report
+
+    root: Path = a.root
+    raw = _load_raw(root)
+    clean = root / f"run{a.corpus_size:g}" / "clean"
+    docs = []
+    for d in iter_documents(clean):
+        if is_valid_doc(doc_key(d), 1234, 0.005):
+            docs.append(d["text"])
+            if len(docs) >= a.docs:
+                break
+    raw["vocab"] = {"heldout": f"{len(docs)} validation-split documents of {clean.name} ({a.corpus_size:g} GB run)",
+                    "models": {}}
+    for tj in sorted(root.glob("*/tokenizer/tokenizer.json")) + sorted(root.glob("spm*/spm.model")):
+        tok = Tokenizer.load(tj)
+        meta = json.loads(tj.read_text()) if tj.suffix == ".json" else {}
+        n = (meta.get("training") or {}).get("stats", {}).get("sentences_sampled")
+        if n is None:
+            n = raw.get("spm", {}).get(tj.parent.name[3:], {}).get("sentences")
+        rep = tokenizer_report(tok, docs, a.workers)
+        raw["vocab"]["models"][str(tj.parent.relative_to(root))] = {
+            "sentences": n, "tokens_per_char": rep["tokens_per_char"], "tokens_per_word": rep["tokens_per_word"],
+            "byte_fallback_rate": rep["byte_fallback_rate"]}
+        print(tj.parent.relative_to(root), n, round(rep["tokens_per_char"], 4), flush=True)
+    _save_raw(root, raw)
     cmd_report(a)
 
 
@@ -295,6 +329,7 @@ def cmd_report(a) -> None:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared with other jobs), Python "
                    f"{platform.python_version()}",
         "runs": runs, "spm": sorted(raw.get("spm", {}).values(), key=lambda r: r["sentences"]), "fits": fits,
+        "vocab_by_sample": raw.get("vocab"),
         "projection": {
             "target_bytes": X, "largest_measured_input_bytes": largest,
             "minutes_16_cores": {k: round(v, 2) if not isinstance(v, dict) else {str(c): round(m, 1) for c, m in v.items()}
@@ -324,6 +359,12 @@ def table(r: dict) -> str:
         for s in r["spm"]:
             rows.append(f"| {s['sentences']:,} | {s['sample_bytes'] / 1e6:.0f} | {s['train_wall_s']:.0f} ({s['threads']}) | "
                         f"{s['train_cpu_s']:.0f} | {s['rss_mb']:.0f} | {s['tokens_per_char']:.4f} |")
+    v = r.get("vocab_by_sample")
+    if v:
+        rows += ["", f"tokens per character on {v['heldout']}:", "| tokenizer | sampled sentences | tokens/char | tokens/eojeol |",
+                 "|---|---|---|---|"]
+        for name, m in sorted(v["models"].items(), key=lambda kv: kv[1]["sentences"] or 0):
+            rows.append(f"| {name} | {m['sentences'] or 0:,} | {m['tokens_per_char']:.4f} | {m['tokens_per_word']:.4f} |")
     p = r["projection"]
     rows += ["", f"projection to {p['target_bytes'] / 1e9:.0f} GB (largest measured: {p['largest_measured_input_bytes'] / 1e9:.2f} GB):",
              f"  16 cores, minutes: {json.dumps(p['minutes_16_cores'])}",
@@ -338,18 +379,21 @@ def main(argv=None) -> int:
         return 0
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
-    for name in ("run", "spm", "report"):
+    for name in ("run", "spm", "vocab", "report"):
         s = sub.add_parser(name)
         s.add_argument("--root", type=Path, default=Path("/work/scale"), help="corpora and stage outputs (not the repo)")
         s.add_argument("--workers", type=int, default=os.cpu_count() or 1)
         if name == "run":
             s.add_argument("--sizes", type=float, nargs="+", default=[0.1, 0.3, 1.0])
             s.add_argument("--stages", nargs="+", default=["clean", "tokenizer", "shards"])
-        if name == "spm":
+            s.add_argument("--shards-tokenizer", type=Path, help="tokenizer dir for the shards stage (default: this "
+                           "size's own, trained by the tokenizer stage)")
+        if name in ("spm", "vocab"):
             s.add_argument("--corpus-size", type=float, default=1.0)
+            s.add_argument("--docs", type=int, default=2000, help="vocab: held-out documents to measure on")
             s.add_argument("--sentences", type=int, nargs="+", default=[125_000, 500_000, 1_000_000])
     a = p.parse_args(argv)
-    {"run": cmd_run, "spm": cmd_spm, "report": cmd_report}[a.cmd](a)
+    {"run": cmd_run, "spm": cmd_spm, "vocab": cmd_vocab, "report": cmd_report}[a.cmd](a)
     return 0
 
 

@@ -52,3 +52,26 @@ def test_u64set_grows_and_finds():
         s.add(keys[i:i + 100])
     assert len(s) == 5000 and len(s.levels) < 12
     assert s.contains(keys).all() and not s.contains(keys + np.uint64(1)).any()
+
+
+def test_plan_order_decision_equals_the_incremental_index():
+    from corpus.dedup import first_occurrence, plan_order_duplicates
+
+    cfg = DedupConfig(min_chars=0)
+    hasher = DedupHasher(cfg)
+    near = BASE[:-1] + "!"
+    batches = [[BASE, OTHER, "짧은 글"], [near, BASE, "짧은 글", OTHER + " 끝."], [OTHER, near]]
+    index = DedupIndex(cfg)
+    inc = [index.decide(*hasher.hash_batch(b))[:2] for b in batches]
+    ex, rows, keys, base = [], [], [], 0
+    for b in batches:
+        e, r, k = hasher.hash_batch(b)
+        ex.append(e), rows.append(r + base), keys.append(k)
+        base += len(b)
+    e, n, _ = plan_order_duplicates(cfg, np.concatenate(ex), np.concatenate(rows), np.concatenate(keys))
+    assert e.tolist() == np.concatenate([x[0] for x in inc]).tolist()
+    assert n.tolist() == np.concatenate([x[1] for x in inc]).tolist() and n.any() and e.any()
+    rng = np.random.RandomState(1)
+    k = rng.randint(0, 2**62, size=20000, dtype=np.int64).astype(np.uint64) * np.uint64(3)
+    k[rng.randint(0, 20000, 3000)] = k[rng.randint(0, 20000, 3000)]
+    assert (first_occurrence(k) == first_occurrence(k, shard_above=100)).all()   # sliced sort, same answer
