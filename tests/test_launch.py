@@ -311,8 +311,8 @@ def _check_run(run_dir: Path, steps: int) -> None:
 @pytest.mark.slow
 def test_real_two_process_launch_and_resume(tiny_data, tmp_path):
     needs_venv()
-    if not (REPO / "pretrain" / "train.py").is_file() or not (REPO / TINY).is_file():
-        pytest.skip("pretrain/train.py or configs/tiny.yaml has not landed yet")
+    if not (REPO / "pretrain" / "train" / "cli.py").is_file() or not (REPO / TINY).is_file():
+        pytest.skip("pretrain/train/ or configs/tiny.yaml has not landed yet")
     if not os.access(HOROVODRUN, os.X_OK):
         pytest.skip("horovodrun is not built into .venv yet (make install)")
     run_dir = tmp_path / "run"
@@ -385,8 +385,8 @@ def _trainers_running(run_dir: Path) -> list[int]:
 @pytest.mark.slow
 def test_real_two_process_mpirun_launch(tiny_data, tmp_path):
     needs_venv()
-    if not (REPO / "pretrain" / "train.py").is_file() or not (REPO / TINY).is_file():
-        pytest.skip("pretrain/train.py or configs/tiny.yaml has not landed yet")
+    if not (REPO / "pretrain" / "train" / "cli.py").is_file() or not (REPO / TINY).is_file():
+        pytest.skip("pretrain/train/ or configs/tiny.yaml has not landed yet")
     if not shutil.which("mpirun"):
         pytest.skip("mpirun (OpenMPI) is not installed")
     hosts = tmp_path / "hosts.txt"
