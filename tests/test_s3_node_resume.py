@@ -17,7 +17,10 @@ import pytest
 
 from horovod_output import explain, retry_native_crash                           # noqa: E402
 from s3_fault_proxy import _ProxyHandler, free_port                              # noqa: E402
-from test_s3_checkpoint import aws_env, moto_port, s3                            # noqa: E402,F401 (fixtures)
+import test_s3_checkpoint as _s3tests                                           # noqa: E402
+
+# the moto server, fake credentials and a fresh bucket, as tests/test_s3_checkpoint.py makes them
+moto_port, aws_env, s3 = _s3tests.moto_port, _s3tests.aws_env, _s3tests.s3
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
