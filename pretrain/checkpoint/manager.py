@@ -35,7 +35,10 @@ class CheckpointManager:
     save() blocks only for the copy of the arrays; a background thread writes safetensors to the
     local staging directory (S3) or a temporary directory beside the root (local), hashes every
     file, publishes files -> MANIFEST.json -> latest and prunes. A failure is logged at once and
-    raised from the next save(), wait() or close().
+    raised from the next poll(), save(), wait() or close(). While a write moves no byte for
+    `checkpoint.stall_warn_s` a watchdog thread warns; finished writes' seconds, bytes and retried
+    requests wait in pop_completed() for metrics.jsonl. The writer aborts multipart uploads that a
+    killed writer left open under the root when it starts.
     """
 
     def __init__(self, cfg: CheckpointConfig, out_dir: str, is_writer: bool):
