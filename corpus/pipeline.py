@@ -151,6 +151,7 @@ class Stage:
         finally:
             bar.close()
         t0 = time.process_time()
+        log.info("deciding duplicates over %s documents ...", f"{sum(r['docs'] for r in self.stage1.values()):,}")
         self.decide(units)
         log.info("dedup decided over %d documents in %.1f CPU s", sum(r["docs"] for r in self.stage1.values()),
                  time.process_time() - t0)

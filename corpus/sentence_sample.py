@@ -94,6 +94,20 @@ def _sentences_of_line(line: str, backend: str, max_chars: int, stats: dict) -> 
     return out
 
 
+_COUNTER = None   # in pool workers: a shared count of documents done (progress between parts)
+
+
+def _init_counter(counter) -> None:
+    global _COUNTER
+    _COUNTER = counter
+
+
+def _count(n: int) -> None:
+    if _COUNTER is not None:
+        with _COUNTER.get_lock():
+            _COUNTER.value += n
+
+
 def _sample_part(job: tuple) -> dict:
     """Worker: one clean part -> its selected sentences (UTF-8, in document order), held-out texts, counts.
 
@@ -108,6 +122,8 @@ def _sample_part(job: tuple) -> dict:
     threshold = int(p * 2.0 ** 64) if p < 1.0 else None
     for doc in iter_part(path):
         stats["docs"] += 1
+        if not stats["docs"] % 1000:
+            _count(1000)
         text = doc.get("text") or ""
         key = doc_key(doc)
         if is_valid_doc(key, shard_seed, fraction):
@@ -126,6 +142,7 @@ def _sample_part(job: tuple) -> dict:
                 continue
             stats["lines_selected"] += 1
             sentences.extend(s.encode("utf-8") for s in _sentences_of_line(ln, backend, max_chars, stats))
+    _count(stats["docs"] % 1000)
     return {"sentences": sentences, "heldout": heldout, "stats": stats}
 
 
@@ -185,7 +202,7 @@ def sample_sentences(cfg: Any, out_file: str | os.PathLike, workers: int = 1) ->
              "kiwi_split": 0, "sentences_seen": 0, "sentences_estimated": int(est), "line_probability": p, **pilot}
     jobs = [(str(path), t.seed, cfg.shards.seed, fraction, p, cfg.corpus.sentence_splitter, t.max_sentence_chars,
              t.report_docs) for path in parts]
-    bar = Progress("sampling sentences", total=total_docs or None, unit="docs", logger=log, heartbeat=workers > 1)
+    bar = Progress("sampling sentences", total=total_docs or None, unit="docs", logger=log, heartbeat=True)
 
     def take(r: dict) -> None:
         for k, v in r["stats"].items():
@@ -194,19 +211,30 @@ def sample_sentences(cfg: Any, out_file: str | os.PathLike, workers: int = 1) ->
         heldout.extend(r["heldout"][:t.report_docs - len(heldout)])
         for s in r["sentences"]:
             res.add(s)
-        bar.update(r["stats"]["docs"])
 
     try:
         if workers <= 1 or len(jobs) <= 1:
             for job in jobs:
-                take(_sample_part(job))
+                r = _sample_part(job)
+                take(r)
+                bar.update(r["stats"]["docs"])
         else:
             # parts run in worker processes; results are consumed in manifest order (imap), so the
-            # sample does not depend on the worker count
+            # sample does not depend on the worker count; a shared counter shows progress within parts
             import multiprocessing as mp
-            with mp.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
-                for r in pool.imap(_sample_part, jobs):
+            ctx = mp.get_context("spawn")
+            counter = ctx.Value("q", 0)
+            with ctx.Pool(min(workers, len(jobs)), _init_counter, (counter,)) as pool:
+                it = pool.imap(_sample_part, jobs)
+                for _ in jobs:
+                    while True:
+                        try:
+                            r = it.next(timeout=1.0)
+                            break
+                        except mp.TimeoutError:
+                            bar.update(counter.value - bar.done)
                     take(r)
+            bar.update(counter.value - bar.done)
     finally:
         bar.close()
     if not res.items:
