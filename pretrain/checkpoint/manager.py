@@ -159,8 +159,9 @@ class CheckpointManager:
                                     name=f"checkpoint-watchdog-{step}", daemon=True)
         watchdog.start()
         try:
+            timings: dict[str, float] = {}
             nbytes = _publish(self.storage, name, step, w, o, state_bytes, tok,
-                              self.staging_dir, update_latest=True)
+                              self.staging_dir, update_latest=True, timings=timings)
             dt = time.perf_counter() - t0
             retries = self.storage.retries - retries0
             log.info("checkpoint %s complete: %.1f MB in %.2f s (%.1f MB/s)%s", self.storage.url(name),
@@ -169,7 +170,8 @@ class CheckpointManager:
             self.last_saved_step = step
             self._rejected.pop(name, None)    # replaced by a checkpoint that verifies
             with self._progress_lock:
-                self._completed.append({"step": step, "write_s": dt, "bytes": nbytes, "retries": retries,
+                self._completed.append({"step": step, "write_s": dt, "serialize_s": timings["serialize_s"],
+                                        "upload_s": timings["publish_s"], "bytes": nbytes, "retries": retries,
                                         "longest_stall_s": stalls[0]})
             self._prune(step)
         except BaseException as e:   # kept for the next save()/wait(); logged now so it is never silent
@@ -215,8 +217,9 @@ class CheckpointManager:
                         "write (their objects never became visible)", n, self.cfg.root)
 
     def pop_completed(self) -> list[dict[str, Any]]:
-        """Figures of the writes finished since the last call: {step, write_s, bytes, retries,
-        longest_stall_s} each (seconds, bytes, retried requests); for metrics.jsonl."""
+        """Figures of the writes finished since the last call, for metrics.jsonl: {step, write_s (all of
+        it), serialize_s (files written and hashed locally), upload_s (uploaded, or renamed into place
+        on a local root, through `latest`), bytes, retries (S3 requests retried), longest_stall_s}."""
         with self._progress_lock:
             out, self._completed = self._completed, []
         return out

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
@@ -142,9 +143,12 @@ def _write_dir(out: Path, step: int, weights: dict[str, np.ndarray], optimizer: 
 
 def _publish(storage: Storage, name: str, step: int, weights: dict[str, np.ndarray],
              optimizer: dict[str, np.ndarray], state_bytes: bytes, tokenizer: dict[str, bytes],
-             staging_dir: Optional[str], update_latest: bool) -> int:
+             staging_dir: Optional[str], update_latest: bool, timings: Optional[dict] = None) -> int:
     """Write checkpoint `name` under `storage`: files, MANIFEST.json, then `latest`. Returns bytes.
-    `storage.on_progress`, when set, hears of every file written locally and every byte uploaded."""
+    `storage.on_progress`, when set, hears of every file written locally and every byte uploaded;
+    `timings`, when given, gets "serialize_s" (files written and hashed locally) and "publish_s"
+    (uploaded, or renamed into place, through `latest`), in seconds."""
+    t0 = time.perf_counter()
     local = storage.local_path(name)
     if local is not None:
         # Build the directory under a temporary name beside its final place, then rename.
@@ -153,6 +157,7 @@ def _publish(storage: Storage, name: str, step: int, weights: dict[str, np.ndarr
         tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=root))
         try:
             manifest = _write_dir(tmp, step, weights, optimizer, state_bytes, tokenizer, storage.on_progress)
+            t1 = time.perf_counter()
             write_bytes_atomic(tmp / MANIFEST, manifest)
             final = Path(local)
             old = None
@@ -172,6 +177,7 @@ def _publish(storage: Storage, name: str, step: int, weights: dict[str, np.ndarr
         shutil.rmtree(tmp, ignore_errors=True)
         try:
             manifest = _write_dir(tmp, step, weights, optimizer, state_bytes, tokenizer, storage.on_progress)
+            t1 = time.perf_counter()
             if storage.list(name):
                 # Leftovers of an earlier attempt at this step: drop its manifest first, so the
                 # directory is never "complete" with a mix of old and new files.
@@ -187,6 +193,8 @@ def _publish(storage: Storage, name: str, step: int, weights: dict[str, np.ndarr
                 shutil.rmtree(base, ignore_errors=True)
     if update_latest:
         storage.put_bytes(LATEST, (name + "\n").encode())
+    if timings is not None:
+        timings.update(serialize_s=t1 - t0, publish_s=time.perf_counter() - t1)
     return sum(f["size"] for f in json.loads(manifest)["files"].values())
 
 
