@@ -147,6 +147,8 @@ class Runner:
         self.log.write(f"\n===== {name}: {rec['status']} (rc {rc}, {rec['seconds']} s): {rec['command']}\n{text}")
         self.log.flush()
         tail = text.strip().splitlines()[-6:] if rec["status"] != "ok" else []
+        if tail:
+            rec["error_tail"] = tail[-1][:300]
         print(f"[{name}] {rec['status']} in {rec['seconds']} s" + "".join(f"\n    {ln[:200]}" for ln in tail), flush=True)
         self.report["steps"][name] = rec
         self.save()
@@ -343,7 +345,8 @@ def summary(r: Runner) -> str:
                      ("adamw_fused", lambda d: f"rel err update {d['rel_err_update']:.1e} (<= {d['tolerance']:g})")):
         d = c.get(key)
         if not d:
-            lines.append(f"| {key} | not run | {s.get('correctness', {}).get('status', 'not run')} |")
+            lines.append(f"| {key} | {s.get('correctness', {}).get('error_tail', 'not run')[:100]} | "
+                         f"{s.get('correctness', {}).get('status', 'not run')} |")
             continue
         try:
             text = fmt(d)
@@ -355,24 +358,24 @@ def summary(r: Runner) -> str:
         tps = f", {a['tokens_per_s_median']:,.0f} tokens/s" if a.get("tokens_per_s_median") else ""
         lines.append(f"| train_run | {a['steps']} steps, loss {a['loss_first']:.2f} -> {a['loss_last']:.2f}{tps} | {mark(a.get('pass'))} |")
     else:
-        lines.append(f"| train_run | {a.get('reason', '')} | {a.get('status', 'not run')} |")
+        lines.append(f"| train_run | {a.get('reason') or a.get('error_tail', '')} | {a.get('status', 'not run')} |")
     if "max_abs_diff" in b:
         lines.append(f"| train_resume | from step {b['first_step'] - 1}: max |dloss| {b['max_abs_diff']:.2e}, mean "
                      f"{b['mean_abs_diff']:.2e} (<= {b['tolerance_max']:g} / {b['tolerance_mean']:g}) | {mark(b.get('pass'))} |")
     else:
-        lines.append(f"| train_resume | {b.get('reason', '')} | {b.get('status', 'not run')} |")
+        lines.append(f"| train_resume | {b.get('reason') or b.get('error_tail', '')} | {b.get('status', 'not run')} |")
     if "cached_tokens_per_s" in g:
         lines.append(f"| generate | {g['new_tokens']} tokens, {g['cached_tokens_per_s']:,.0f} tokens/s cached, "
                      f"{g['uncached_tokens_per_s']:,.0f} uncached, same tokens {g['same_tokens']}/{g['new_tokens']} | {mark(g.get('pass'))} |")
     else:
-        lines.append(f"| generate | {g.get('reason', '')} | {g.get('status', 'not run')} |")
+        lines.append(f"| generate | {g.get('reason') or g.get('error_tail', '')} | {g.get('status', 'not run')} |")
     lines.append("")
     lines.append("| throughput | micro-batch | tokens/s | MFU | step ms | peak GiB | status |")
     lines.append("|---|---:|---:|---:|---:|---:|---|")
     for name, rec in s.items():
         if not name.startswith("tp_"):
             continue
-        rows = rec.get("results") or [{"name": name, "error": rec.get("reason") or rec.get("status")}]
+        rows = rec.get("results") or [{"name": name, "error": rec.get("reason") or rec.get("error_tail") or rec.get("status")}]
         mb = name.rsplit("_", 1)[-1]
         for row in rows:
             if "tokens_per_s" in row:
