@@ -157,14 +157,23 @@ def efficiency(row: dict, single_step_s: float, p: int) -> float:
 
 
 # --- inputs from other benchmarks ---------------------------------------------------------------------
+SAME_COMPUTE = {"H100": ("H100", "H200")}    # an H200 is an H100 with more memory: the same bf16 rate
+
+
 def measured_tokens_per_s(gpu: str, path: Path) -> Optional[tuple[float, str]]:
-    """(tokens/s, source) of the `ours` variant at GPT-2 base from torch_throughput_cuda.json on `gpu`."""
+    """(tokens/s, source) of the `ours` variant at GPT-2 base from torch_throughput_cuda.json on `gpu`
+    (or a GPU of the same compute); the best micro-batch when the file has several."""
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    if data.get("preset") != "base" or gpu.lower() not in str(data.get("device", "")).lower():
+    device = str(data.get("device", "")).lower()
+    if data.get("preset") != "base" or not any(g.lower() in device for g in SAME_COMPUTE.get(gpu, (gpu,))):
         return None
+    best = (data.get("best") or {}).get("ours")                   # bench/gpu_check.py's merged file
+    if best and best.get("tokens_per_s"):
+        return float(best["tokens_per_s"]), (f"measured: {path.name} ({data.get('device')}, micro-batch "
+                                              f"{best.get('micro_batch')})")
     for r in data.get("results", []):
         if r.get("name") == "ours" and r.get("tokens_per_s"):
             return float(r["tokens_per_s"]), f"measured: {path.name} ({data.get('device')})"

@@ -90,3 +90,13 @@ def test_bad_overlap_is_refused(capsys):
     with pytest.raises(SystemExit):
         sm.main(["--overlap", "1.5"])
     assert "between 0 and 1" in capsys.readouterr().err
+
+
+def test_single_gpu_speed_measured_on_that_gpu_is_used(tmp_path):
+    tp = tmp_path / "tp.json"
+    tp.write_text(json.dumps({"preset": "base", "device": "NVIDIA H200", "results": [{"name": "ours", "tokens_per_s": 5e5}],
+                              "best": {"ours": {"micro_batch": 64, "tokens_per_s": 6e5}}}))
+    assert sm.measured_tokens_per_s("H100", tp) == (6e5, "measured: tp.json (NVIDIA H200, micro-batch 64)")
+    assert sm.measured_tokens_per_s("A100", tp) is None              # another GPU's figure is not used
+    tp.write_text(json.dumps({"preset": "tiny", "device": "NVIDIA H100", "results": [{"name": "ours", "tokens_per_s": 1}]}))
+    assert sm.measured_tokens_per_s("H100", tp) is None              # not GPT-2 base
