@@ -161,6 +161,19 @@ exec {PY} "$@"
     assert "rank 1 failed with exit status 2" in r.stdout + r.stderr and "no-shards" in r.stdout + r.stderr
 
 
+def test_divergence_under_two_workers_exits_3_on_both(inputs, tmp_path):
+    """The loss is averaged over the workers, so every rank sees the NaN at the same step; both exit 3."""
+    _needs_horovod()
+    out = tmp_path / "run"
+    r = subprocess.run(["bash", str(REPO / "launch" / "single_node.sh"), "--np", "2", "--gloo", "--config", TINY,
+                        *_sets(inputs, out, out / "ckpt", train__max_steps=20, optim__lr="1e30",
+                               optim__warmup_steps=0)],
+                       cwd=REPO, env=_launch_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 3, explain(r)
+    assert _worker_statuses(r) == {0: 3, 1: 3}, explain(r)
+    assert "training diverged" in r.stdout + r.stderr
+
+
 _MIDRUN_HOOK = '''
 # sitecustomize for rank 1 only: reading the batch of step 4 (sample cursor 24) fails like a bad disk
 import os
