@@ -32,6 +32,13 @@ from common.log import setup_logging
 log = logging.getLogger("pretrain.train")
 
 
+def _ignore_sigterm() -> None:
+    try:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    except ValueError:      # not the main thread (main() called by a harness): nothing to protect
+        pass
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pretrain.train", description=__doc__.split("\n")[0])
     add_config_args(parser)
@@ -84,13 +91,13 @@ def main(argv: Optional[list[str]] = None) -> int:
             # Every rank exits with this status. horovodrun SIGTERMs the remaining workers as soon as
             # the first one exits non-zero; ignored for these last moments, it cannot replace their
             # status with 143 (horovodrun SIGKILLs a worker still alive 5 s later).
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            _ignore_sigterm()
         return exit_status(e)
     except Exception as e:
         if not (agreed(e) and dist.size > 1):
             raise                              # a bug: the traceback, exit 1
         log.exception("rank %d failed (every rank stops with exit 1)", dist.rank)
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _ignore_sigterm()
         return exit_status(e)
     log.info("done: step %d, %d tokens seen, %d skipped steps; outputs in %s", tr.step, tr.tokens_seen,
              tr.skipped, cfg.train.out_dir)
