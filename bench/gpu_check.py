@@ -339,7 +339,10 @@ def summary(r: Runner) -> str:
     lines.append("|---|---|---|")
     mark = lambda ok: {True: "PASS", False: "FAIL", None: "-"}[ok]     # noqa: E731
     c = s.get("correctness", {}).get("checks", {})
-    for key, fmt in (("loss_bf16_compiled", lambda d: f"rel err loss {d['rel_err_loss']:.1e} (<= {d['tolerance_loss']:g}), grad {d['rel_err_grad']:.1e}"),
+    scopes = lambda d: "; ".join(f"{k}: {v['first_call_s']:.0f} s, {v.get('graphs', '?')} graphs"   # noqa: E731
+                                 for k, v in d.get("scopes", {}).items())
+    for key, fmt in (("loss_bf16_compiled", lambda d: f"rel err loss {d['rel_err_loss']:.1e} (<= {d['tolerance_loss']:g}), "
+                      f"grad {d['rel_err_grad']:.1e}; {scopes(d)}"),
                      ("ce_chunked_vs_full", lambda d: f"fp32 {max(d['fp32_eager'].values()):.1e}, bf16 {max(d['bf16_compiled_full_vs_eager_chunked'].values()):.1e}"),
                      ("sdpa_backend", lambda d: f"{', '.join(d['backends']) or 'none seen'} (expected {d['expected'] or 'any'})"),
                      ("adamw_fused", lambda d: f"rel err update {d['rel_err_update']:.1e} (<= {d['tolerance']:g})")):

@@ -112,13 +112,18 @@ def check_loss_bf16(args, device) -> dict:
     ref_loss, ref_grad = loss_and_grad(model, model.loss, x, y, False, device)
     out: dict[str, Any] = {"compiled": bool(args.compile), "loss_fp32": float(ref_loss), "tolerance_loss": 1e-2,
                            "tolerance_grad": 5e-2, "scopes": {}}
+    from torch._dynamo.utils import counters
     for scope in engine_scopes(args) if args.compile else ["eager"]:
+        counters.clear()
         fn = compile_loss(model, scope) if args.compile else model.loss
         t0 = time.perf_counter()
         loss, grad = loss_and_grad(model, fn, x, y, True, device)
         e_loss, e_grad = abs(float(loss) - float(ref_loss)) / abs(float(ref_loss)), rel(grad, ref_grad)
+        # graphs dynamo captured: per block it should be 2 (one block graph shared by all blocks + the head);
+        # one per block would mean recompiling, and past torch's cache limit (8) blocks run eager
         out["scopes"][scope] = {"first_call_s": time.perf_counter() - t0, "loss_bf16": float(loss),
-                                "rel_err_loss": e_loss, "rel_err_grad": e_grad}
+                                "rel_err_loss": e_loss, "rel_err_grad": e_grad,
+                                "graphs": int(counters["stats"].get("unique_graphs", 0))}
     worst = lambda k: max(v[k] for v in out["scopes"].values())          # noqa: E731  (NaN fails below)
     out["rel_err_loss"], out["rel_err_grad"] = worst("rel_err_loss"), worst("rel_err_grad")
     out["pass"] = out["rel_err_loss"] <= 1e-2 and out["rel_err_grad"] <= 5e-2
