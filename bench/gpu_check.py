@@ -8,20 +8,24 @@ within --budget-s (default 450 s) and a step that fails, hangs or runs out of ti
   env          torch/CUDA/device facts; the project imports without mxnet/horovod/boto3/zstandard/kiwipiepy
   correctness  bench/gpu_check_steps.py correctness (bf16 + compile vs fp32, chunked vs full CE, SDPA
                backend, fused AdamW): each check's pass/fail and numbers
-  tp_*         bench/torch_throughput.py --preset base --device cuda, one variant and micro-batch a process
-               (ours, hf at 32 first, then ours_chunked, ours_nopad, then 64 and 16)
+  tp_*         bench/torch_throughput.py --preset base --device cuda, one variant and micro-batch a process:
+               ours and hf at micro-batch 32 first
   train_run    python -m pretrain.train (engine torch, bench/configs/gpu_check.yaml, shards from
                bench/gpu_prep.sh): 200 steps, checkpoints at 100 and 200
   train_resume the same command resumed from run 1's step-100 checkpoint into another folder: its losses at
                steps 101-200 must follow run 1's within the tolerance below
   generate     bench/gpu_check_steps.py generate: kv-cache decoding from run 1's checkpoint, tokens/s
-Results, written after every step to OUT (at most 6 files: the device tool brings back 8):
+  tp_*         ours_chunked and ours_nopad at 32
+  profile      bench/gpu_check_steps.py profile: where ours' step time goes (kernel groups, top kernels)
+  tp_*         micro-batch 64 and 16, while the budget lasts
+Results, written after every step to OUT (at most 7 files: the device tool brings back 8):
   gpu_check.json              every step's status, seconds and numbers, with the pass/fail summary
   torch_throughput_cuda.json  the throughput rows of all micro-batches merged (torch_throughput's format,
                               `results` = the micro-batch-32 rows, `by_micro_batch` = all); `_cpu` on a CPU
   gpu_check.log               every step's full output
   train_run_metrics.jsonl, train_resume_metrics.jsonl   the two runs' metrics
   gpu_check_table.txt         the table printed last
+  gpu_profile.txt             the profile step's table
 Resume tolerance: on a GPU, per-step |loss difference| <= 0.05 nats at most and <= 0.02 on average over
 the resumed steps (the data, the dropout masks and the checkpointed state are the same, but bf16 kernels
 with atomic adds (embedding and attention backward) are not bit-reproducible, and the difference then
@@ -272,13 +276,15 @@ def step_generate(r: Runner) -> None:
 def tp_plan(args) -> list[tuple[str, int]]:
     """(variants, micro-batch) per process, most important first."""
     if args.tiny:
-        return [("ours,ours_chunked,ours_nopad,hf", 2), ("ours", 4)]
+        return [("ours,hf", 2), ("ours_chunked,ours_nopad", 2), ("ours", 4)]
     return [("ours", 32), ("hf", 32), ("ours_chunked", 32), ("ours_nopad", 32),
             ("ours", 64), ("ours", 16), ("hf", 64), ("hf", 16)]
 
 
 def step_throughput(r: Runner, only_first: Optional[int] = None, skip_first: int = 0) -> None:
     plan = tp_plan(r.args)
+    if r.args.tiny:           # three processes at tiny size: one per step of the plan
+        skip_first, only_first = {0: (0, 1), 2: (1, 1), 4: (2, None)}[skip_first]
     plan = plan[skip_first:] if only_first is None else plan[skip_first:skip_first + only_first]
     for variants, mb in plan:
         name = f"tp_{variants.replace(',', '+')}_{mb}" if r.args.tiny else f"tp_{variants}_{mb}"
@@ -372,6 +378,13 @@ def summary(r: Runner) -> str:
                      f"{g['uncached_tokens_per_s']:,.0f} uncached, same tokens {g['same_tokens']}/{g['new_tokens']} | {mark(g.get('pass'))} |")
     else:
         lines.append(f"| generate | {g.get('reason') or g.get('error_tail', '')} | {g.get('status', 'not run')} |")
+    pr = s.get("profile", {})
+    if pr.get("groups_pct"):
+        groups = ", ".join(f"{k} {v}%" for k, v in list(pr["groups_pct"].items())[:5])
+        lines.append(f"| profile | {pr['step_wall_ms']:.1f} ms/step at micro-batch {pr['micro_batch']}: {groups} "
+                     f"(gpu_profile.txt) | - |")
+    elif pr:
+        lines.append(f"| profile | {pr.get('reason') or pr.get('error_tail', '')} | {pr.get('status')} |")
     lines.append("")
     lines.append("| throughput | micro-batch | tokens/s | MFU | step ms | peak GiB | status |")
     lines.append("|---|---:|---:|---:|---:|---:|---|")
@@ -395,14 +408,27 @@ def summary(r: Runner) -> str:
     return "\n".join(lines)
 
 
+def step_profile(r: Runner) -> None:
+    js, txt = r.work / "profile.json", r.out / "gpu_profile.txt"
+    cmd = [r.args.python, "bench/gpu_check_steps.py", "profile", "--device", r.args.device, "--json", str(js),
+           "--text", str(txt), "--micro-batch", "4" if r.args.tiny else "32", "--warmup", "1" if r.args.tiny else "5"]
+    cmd += (["--tiny"] if r.args.tiny else []) + ([] if r.args.compile and r.args.device == "cuda" else ["--no-compile"])
+    rec = r.run("profile", cmd, 120, 40 if not r.args.tiny else 15)
+    data = read_json(js) or {}
+    rec.update({k: v for k, v in data.items() if k != "table"})
+
+
 STEPS: dict[str, Callable[[Runner], None]] = {
     "env": step_env,
     "correctness": step_correctness,
-    "tp_main": lambda r: step_throughput(r, only_first=2),
+    "tp_main": lambda r: step_throughput(r, only_first=2),          # ours and hf at micro-batch 32
     "train": step_train,
     "generate": step_generate,
-    "tp_rest": lambda r: step_throughput(r, skip_first=2),
+    "tp_variants": lambda r: step_throughput(r, skip_first=2, only_first=2),   # ours_chunked, ours_nopad at 32
+    "profile": step_profile,
+    "tp_batches": lambda r: step_throughput(r, skip_first=4),       # micro-batch 64 and 16
 }
+ALIASES = {"tp_rest": ["tp_variants", "tp_batches"], "tp": ["tp_main", "tp_variants", "tp_batches"]}
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -415,7 +441,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--no-compile", dest="compile", action="store_false", help="eager everywhere (fast CPU runs)")
     ap.add_argument("--block-missing", action="store_true",
                     help="make the imports the GPU machine lacks fail (bench/gpu_machine_packages.txt)")
-    ap.add_argument("--only", default="", help=f"comma list of steps to run, from {', '.join(STEPS)}")
+    ap.add_argument("--only", default="", help=f"comma list of steps to run, from {', '.join(STEPS)} "
+                    f"({', '.join(f'{k} = {chr(43).join(v)}' for k, v in ALIASES.items())})")
     ap.add_argument("--python", default=sys.executable, help="the Python that runs the steps")
     ap.add_argument("--keep-work", action="store_true", help="keep the work folder (runs, checkpoints)")
     ap.add_argument("--work", default="", help="work folder (kept), e.g. to rerun --only generate after train")
@@ -424,7 +451,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         ap.error("give the results folder as the argument, or set OUT")
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    only = [s.strip() for s in args.only.split(",") if s.strip()] or list(STEPS)
+    only = [x for s in args.only.split(",") if s.strip() for x in ALIASES.get(s.strip(), [s.strip()])] or list(STEPS)
     unknown = [s for s in only if s not in STEPS]
     if unknown:
         ap.error(f"--only {','.join(unknown)}: steps are {', '.join(STEPS)}")

@@ -19,6 +19,9 @@ layers so it compiles in seconds; `--tiny`: the tiny preset; fresh random weight
   so a compiled CPU run may show no SDPA op at all (reported, not gated);
 - adamw_fused: 3 steps of fused AdamW vs the single-tensor (eager) one from the same state with
   the engine's decay groups: parameter updates agree to <= 1e-5 relative (both fp32).
+profile: the engine's train_step (GPT-2 base, micro-batch 32, compiled, bf16) under torch.profiler for 3
+steps after warm-up: device time by kernel group (matmul, attention, triton-fused, optimizer, ...) and the
+top 25 kernels, for deciding what to try first when the throughput target is missed.
 generate: loads the checkpoint the real run wrote (torch engine, on the device), decodes greedily 128
 new tokens with the kv cache and without it, checks they are the same (or part only where the two
 top logits tie to 1e-5 of the largest: fp32 sums in another order) and times the cached decoding
@@ -269,6 +272,76 @@ def generate(args) -> dict:
     return out
 
 
+# First match wins: attention kernels carry cutlass/sm90 in their names too, so they are looked for first.
+KERNEL_GROUPS = [("attention", ("flash", "fmha", "attention", "sdpa")),
+                 ("optimizer", ("adam", "foreach", "multi_tensor")),
+                 ("cross-entropy", ("cross_entropy", "log_softmax", "logsumexp", "nll_loss")),
+                 ("matmul", ("gemm", "cutlass", "xmma", "nvjet", "cublas", "sm90_", "sm80_", "addmm", "aten::mm", "bmm")),
+                 ("triton (fused elementwise/norm)", ("triton",)),
+                 ("copies/casts", ("copy", "memcpy", "memset", "fill"))]
+
+
+def profile(args) -> dict:
+    """Where a training step's device time goes: the engine's train_step (GPT-2 base on CUDA, tiny on a
+    CPU) profiled for 3 steps after warm-up; kernels grouped by name, the top ones listed."""
+    from common.schema import Config, ModelConfig
+    from pretrain.engines.torch.engine import TorchEngine
+    from pretrain.train.dist import Dist
+    cuda = args.device == "cuda"
+    cfg = Config()
+    cfg.model = ModelConfig(preset="tiny" if args.tiny else "base", dropout=0.1, vocab_size=2000 if args.tiny else 50_000)
+    cfg.train.engine, cfg.train.device = "torch", "gpu" if cuda else "cpu"
+    cfg.train.micro_batch = cfg.train.global_batch = args.micro_batch
+    cfg.train.seq_len = cfg.model.max_length
+    cfg.train.compile = "auto" if args.compile else False
+    eng = TorchEngine(cfg, Dist(), cfg.model.vocab_size)
+    g = np.random.default_rng(0)
+    batches = [g.integers(0, cfg.model.vocab_size, (args.micro_batch, cfg.train.seq_len + 1)) for _ in range(4)]
+    t0 = time.perf_counter()
+    for i in range(args.warmup):
+        eng.train_step([batches[i % 4]], 1e-4)
+    warm_s = time.perf_counter() - t0
+    acts = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if cuda else [])
+    steps = 3
+    eng.synchronize()
+    t1 = time.perf_counter()
+    with torch.profiler.profile(activities=acts) as prof:
+        for i in range(steps):
+            eng.train_step([batches[i % 4]], 1e-4)
+        eng.synchronize()
+    wall_ms = 1e3 * (time.perf_counter() - t1) / steps
+    key = "self_device_time_total" if cuda else "self_cpu_time_total"
+    avgs = [e for e in prof.key_averages() if getattr(e, key, 0) > 0]
+    total = sum(getattr(e, key) for e in avgs) or 1.0
+    if cuda:     # device events only (kernels, copies): their names say what ran on the GPU
+        avgs = [e for e in avgs if getattr(e, "device_type", None) != torch.autograd.DeviceType.CPU] or avgs
+        total = sum(getattr(e, key) for e in avgs) or 1.0
+    groups: dict[str, float] = {}
+    for e in avgs:
+        name = e.key.lower()
+        grp = next((gname for gname, keys in KERNEL_GROUPS if any(k in name for k in keys)), "other")
+        groups[grp] = groups.get(grp, 0.0) + getattr(e, key)
+    top = sorted(avgs, key=lambda e: -getattr(e, key))[:25]
+    out = {"device": eng.device_name, "preset": cfg.model.preset, "micro_batch": args.micro_batch,
+           "seq_len": cfg.train.seq_len, "compiled": eng.compiled, "warmup_s": warm_s, "step_wall_ms": wall_ms,
+           "profiled_ms_per_step": total / 1e3 / steps, "tokens_per_s": args.micro_batch * cfg.train.seq_len / (wall_ms / 1e3),
+           "groups_pct": {k: round(100 * v / total, 1) for k, v in sorted(groups.items(), key=lambda kv: -kv[1])},
+           "top": [{"name": e.key[:120], "ms_per_step": getattr(e, key) / 1e3 / steps, "calls_per_step": e.count / steps,
+                    "pct": round(100 * getattr(e, key) / total, 1)} for e in top], "pass": True}
+    lines = [f"{out['device']}: GPT-2 {out['preset']}, micro-batch {args.micro_batch} x {cfg.train.seq_len}, "
+             f"compiled {eng.compiled}: {wall_ms:.1f} ms/step wall, {out['profiled_ms_per_step']:.1f} ms/step in "
+             f"{'kernels' if cuda else 'ops'}, {out['tokens_per_s']:,.0f} tokens/s",
+             "groups: " + ", ".join(f"{k} {v}%" for k, v in out["groups_pct"].items()), "",
+             f"| {'kernel' if cuda else 'op'} | ms/step | calls/step | % |", "|---|---:|---:|---:|"]
+    lines += [f"| {t['name'][:90]} | {t['ms_per_step']:.2f} | {t['calls_per_step']:g} | {t['pct']} |" for t in out["top"]]
+    out["table"] = "\n".join(lines)
+    if args.text:
+        Path(args.text).write_text(out["table"] + "\n", encoding="utf-8")
+    write_json(args.json, out)
+    print(out["table"], flush=True)
+    return out
+
+
 PROJECT_MODULES = ("pretrain.train.cli", "pretrain.train.trainer", "pretrain.checkpoint.manager",
                    "pretrain.engines.torch.engine", "pretrain.generate", "corpus.tokenizer")
 
@@ -321,7 +394,7 @@ def write_json(path: str, obj: dict) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("step", choices=["env", "correctness", "generate"])
+    ap.add_argument("step", choices=["env", "correctness", "generate", "profile"])
     ap.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     ap.add_argument("--json", required=True, help="where this step writes its results")
     ap.add_argument("--tiny", action="store_true", help="correctness on the tiny preset (CPU runs)")
@@ -329,10 +402,13 @@ def main(argv=None) -> int:
     ap.add_argument("--checkpoint", default="", help="generate: a step dir or checkpoint root")
     ap.add_argument("--prompt", default="2019년 한해를 보내며,")
     ap.add_argument("--new-tokens", type=int, default=128)
+    ap.add_argument("--micro-batch", type=int, default=32, help="profile: sequences per step")
+    ap.add_argument("--warmup", type=int, default=5, help="profile: untimed steps first (compilation)")
+    ap.add_argument("--text", default="", help="profile: also write the table here")
     args = ap.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         ap.error("--device cuda but torch sees no GPU (use --device cpu)")
-    res = {"env": env, "correctness": correctness, "generate": generate}[args.step](args)
+    res = {"env": env, "correctness": correctness, "generate": generate, "profile": profile}[args.step](args)
     checks = [v for v in res.values() if isinstance(v, dict)] if args.step == "correctness" else [res]
     return 0 if all(c.get("pass") is not False for c in checks) else 1
 
