@@ -311,8 +311,13 @@ def merge_throughput(r: Runner) -> None:
         return
     by_mb: dict[str, list] = {}
     for d in r.tp_files:
-        for row in d.get("results", []):
-            by_mb.setdefault(str(d.get("micro_batch")), []).append({**row, "micro_batch": d.get("micro_batch")})
+        # a file merged before (by_micro_batch) or one torch_throughput.py wrote (results at one micro-batch);
+        # a later row of the same variant and micro-batch replaces an earlier one
+        parts = d.get("by_micro_batch") or {str(d.get("micro_batch")): d.get("results", [])}
+        for mb, mb_rows in parts.items():
+            for row in mb_rows:
+                keep = [x for x in by_mb.get(mb, []) if x.get("name") != row.get("name")]
+                by_mb[mb] = keep + [{**row, "micro_batch": int(mb)}]
     primary = "2" if r.args.tiny else "32"
     rows = by_mb.get(primary) or next(iter(by_mb.values()))
     best = {}
@@ -322,7 +327,9 @@ def merge_throughput(r: Runner) -> None:
                 best[row["name"]] = row
     get = lambda rows_, n: next((x for x in rows_ if x.get("name") == n and x.get("tokens_per_s")), None)  # noqa: E731
     ours, hf = get(rows, "ours"), get(rows, "hf")
-    head = {k: v for k, v in r.tp_files[0].items() if k not in ("results", "micro_batch", "ratio_ours_over_hf", "command")}
+    head = {k: v for k, v in r.tp_files[0].items()
+            if k not in ("results", "micro_batch", "ratio_ours_over_hf", "command", "commands", "by_micro_batch",
+                         "best", "ratio_best_ours_over_best_hf", "by")}
     merged = {**head, "micro_batch": int(primary), "results": rows,
               "ratio_ours_over_hf": ours["tokens_per_s"] / hf["tokens_per_s"] if ours and hf else None,
               "by_micro_batch": by_mb,
@@ -330,7 +337,8 @@ def merge_throughput(r: Runner) -> None:
                        for n, x in best.items()},
               "ratio_best_ours_over_best_hf": (best["ours"]["tokens_per_s"] / best["hf"]["tokens_per_s"]
                                                if "ours" in best and "hf" in best else None),
-              "commands": [d.get("command") for d in r.tp_files], "by": "bench/gpu_check.py"}
+              "commands": [c for d in r.tp_files for c in (d.get("commands") or [d.get("command")])],
+              "by": "bench/gpu_check.py"}
     r.report["throughput"] = {k: merged[k] for k in ("ratio_ours_over_hf", "best", "ratio_best_ours_over_best_hf")}
     write_quiet(r.out / f"torch_throughput_{r.args.device}.json", merged)
 
@@ -446,11 +454,24 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--python", default=sys.executable, help="the Python that runs the steps")
     ap.add_argument("--keep-work", action="store_true", help="keep the work folder (runs, checkpoints)")
     ap.add_argument("--work", default="", help="work folder (kept), e.g. to rerun --only generate after train")
+    ap.add_argument("--merge", nargs="+", default=[], metavar="JSON",
+                    help="only merge these throughput files (torch_throughput.py's or this check's, e.g. of two "
+                         "device calls) into OUT/torch_throughput_<device>.json; runs nothing")
     args = ap.parse_args(argv)
     if not args.out:
         ap.error("give the results folder as the argument, or set OUT")
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    if args.merge:
+        files = [read_json(Path(f)) for f in args.merge]
+        if any(f is None for f in files):
+            ap.error(f"--merge: unreadable JSON among {', '.join(args.merge)}")
+        args.device = "cuda" if any(f.get("device_kind") == "cuda" for f in files) else "cpu"
+        stub = type("Merge", (), {"args": args, "out": out, "report": {}, "tp_files": files})
+        merge_throughput(stub)
+        print(f"merged {len(files)} files into {out / f'torch_throughput_{args.device}.json'}: "
+              f"{json.dumps(stub.report.get('throughput'))}")
+        return 0
     only = [x for s in args.only.split(",") if s.strip() for x in ALIASES.get(s.strip(), [s.strip()])] or list(STEPS)
     unknown = [s for s in only if s not in STEPS]
     if unknown:

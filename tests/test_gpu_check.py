@@ -89,3 +89,20 @@ def test_throughput_rows_merge_by_micro_batch(tmp_path):
     assert merged["best"]["ours"] == {"micro_batch": 64, "tokens_per_s": 650e3, "mfu": 0.56}
     assert merged["ratio_best_ours_over_best_hf"] == pytest.approx(650 / 300)
     assert sorted(merged["by_micro_batch"]) == ["32", "64"]
+
+
+def test_merging_the_files_of_two_device_calls(tmp_path):
+    first = {"bench": "torch_throughput", "device": "NVIDIA H100", "device_kind": "cuda", "preset": "base",
+             "micro_batch": 32, "commands": ["a"],
+             "by_micro_batch": {"32": [{"name": "ours", "tokens_per_s": 600e3}, {"name": "hf", "tokens_per_s": 300e3}]}}
+    second = {"bench": "torch_throughput", "device": "NVIDIA H100", "device_kind": "cuda", "preset": "base",
+              "micro_batch": 64, "command": "b", "results": [{"name": "ours", "tokens_per_s": 640e3}]}
+    (tmp_path / "a.json").write_text(json.dumps(first))
+    (tmp_path / "b.json").write_text(json.dumps(second))
+    p = subprocess.run([sys.executable, "bench/gpu_check.py", str(tmp_path / "out"), "--merge", str(tmp_path / "a.json"),
+                        str(tmp_path / "b.json")], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    merged = json.loads((tmp_path / "out" / "torch_throughput_cuda.json").read_text())
+    assert sorted(merged["by_micro_batch"]) == ["32", "64"] and merged["commands"] == ["a", "b"]
+    assert merged["ratio_ours_over_hf"] == pytest.approx(2.0)                   # at micro-batch 32
+    assert merged["best"]["ours"]["micro_batch"] == 64 and merged["preset"] == "base"
