@@ -21,6 +21,8 @@ BENCHES: list[tuple[str, list[str]]] = [
     ("checkpoint_bench", []),
     ("trainer_checkpoint_bench", []),
     ("torch_throughput", []),          # CPU at tiny size here; `--preset base --device cuda` on a GPU
+    ("allreduce_gloo", []),            # horovodrun -np 2 over Gloo: the scaling model's allreduce law checked
+    ("scaling_model", []),             # on paper: 8/64/512 GPUs (reads the two results above and overlap.json)
     ("learning_check", []),
     ("downstream_eval", []),
 ]
