@@ -22,6 +22,7 @@ BENCHES: list[tuple[str, list[str]]] = [
     ("trainer_checkpoint_bench", []),
     ("torch_throughput", []),          # CPU at tiny size here; `--preset base --device cuda` on a GPU
     ("allreduce_gloo", []),            # horovodrun -np 2 over Gloo: the scaling model's allreduce law checked
+    ("overlap", []),                   # horovodrun -np 2: when allreduces start vs the backward, eager/compiled
     ("scaling_model", []),             # on paper: 8/64/512 GPUs (reads the two results above and overlap.json)
     ("learning_check", []),
     ("downstream_eval", []),
