@@ -11,6 +11,7 @@ than its fusion buffer) and measure it; also the same gradient with Horovod's fp
 the model prices as half the bytes. Each timed allreduce (op Average, as the trainer's) follows a
 barrier; a rep's time is the slower rank's, and each size's time is the fastest rep: the machine's
 2 cores are shared, and the minimum is the estimate least moved by other jobs (medians are kept too).
+The sizes are measured round-robin, so load from other jobs falls on all of them alike.
 
 Writes bench/results/allreduce_gloo.json and prints a table. Needs horovod with torch and Gloo.
 """
@@ -59,16 +60,22 @@ def worker(args) -> int:
 
     plan = [(int(mb * 2 ** 20) // 4, False, args.reps) for mb in args.fit_mb]
     plan += [(args.target_floats, False, args.target_reps), (args.target_floats, True, args.target_reps)]
+    data = {n: torch.randn(n) for n, _, _ in plan}          # random data (Gloo sums it)
+    for n, fp16, _ in plan:
+        timed(data[n], f"warm.{n}.{fp16}", fp16)
+    # Round-robin over the sizes, so that a burst of load from other jobs on the shared cores falls on
+    # every size alike instead of on whichever happened to be measured then.
+    times: dict[tuple, list] = {(n, fp16): [] for n, fp16, _ in plan}
+    for i in range(max(reps for _, _, reps in plan)):
+        for n, fp16, reps in plan:
+            if i < reps:
+                times[(n, fp16)].append(timed(data[n], f"ar.{n}.{fp16}.{i}", fp16))
     out = []
-    for n, fp16, reps in plan:
-        x = torch.randn(n)                       # random data: Gloo sums it (zeros would be as fast, still)
-        timed(x, f"warm.{n}.{fp16}", fp16)
-        times = [timed(x, f"ar.{n}.{fp16}.{i}", fp16) for i in range(reps)]
-        mine = torch.tensor(times, dtype=torch.float64)
+    for n, fp16, _ in plan:
+        mine = torch.tensor(times[(n, fp16)], dtype=torch.float64)
         every = hvd.allgather(mine.unsqueeze(0), name=f"gather.{n}.{fp16}")       # (ranks, reps)
         slowest = every.max(dim=0).values.tolist()
         out.append({"floats": n, "bytes": 4 * n, "fp16": fp16, "times_s": slowest})
-        del x
     if hvd.rank() == 0:
         Path(args.raw).write_text(json.dumps({"size": hvd.size(), "runs": out}))
     hvd.shutdown()
@@ -112,8 +119,8 @@ def launch(args) -> dict:
 def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--np", type=int, default=2)
-    ap.add_argument("--reps", type=int, default=7, help="timed allreduces per fit size")
-    ap.add_argument("--target-reps", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=11, help="timed allreduces per fit size")
+    ap.add_argument("--target-reps", type=int, default=6)
     ap.add_argument("--fit-mb", default="1,4,16,64,128", help="sizes (MiB of fp32) the line is fitted on")
     ap.add_argument("--target-floats", type=int, default=0, help="0 = GPT-2 base's parameter count")
     ap.add_argument("--timeout", type=int, default=600)
