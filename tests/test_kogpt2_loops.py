@@ -250,3 +250,24 @@ def test_hf_tokenizer_matches_sentencepiece_around_symbols(scripted, tmp_path):
         assert tok.encode(sym) == [tok.piece_id("▁"), tok.piece_id(sym)]
         assert hf(sym, add_special_tokens=False).input_ids == [tok.piece_id(sym)]
         assert hf.decode(hf(sym).input_ids, skip_special_tokens=True) == sym
+
+
+def test_hf_tokenizer_equals_sentencepiece_on_real_text(scripted, tmp_path):
+    """Every 20th line of ../shared/data/ko_dev_corpus.txt (13.7k lines), one by one and joined into
+    multi-line documents: the exported tokenizer's ids and decodes equal SentencePiece's."""
+    transformers = pytest.importorskip("transformers")
+    from pathlib import Path
+
+    from pretrain.export import export_hf
+
+    src = Path(__file__).resolve().parents[2] / "shared" / "data" / "ko_dev_corpus.txt"
+    if not src.is_file():
+        pytest.skip(f"{src} not here (development data, outside the repository)")
+    lines = src.read_text(encoding="utf-8").splitlines()[::20]
+    texts = lines + ["\n".join(lines[i:i + 5]) for i in range(0, len(lines), 5)]
+    checkpoint, tok, _ = scripted
+    export_hf(checkpoint, str(tmp_path / "hf"))
+    hf = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "hf"))
+    ours = tok.encode_batch(texts)
+    assert hf(texts, add_special_tokens=False).input_ids == ours
+    assert hf.batch_decode(ours) == [tok.decode(ids) for ids in ours]
