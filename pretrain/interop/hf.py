@@ -129,11 +129,12 @@ def hf_tokenizer_from_spm(spm_file: str | Path):
     dec = [decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()]
     dummy = proto.normalizer_spec.add_dummy_prefix
     tok.decoder = decoders.Sequence(dec + ([decoders.Strip(content=" ", left=1, right=0)] if dummy else []))
-    tok.add_tokens([AddedToken(p.piece, special=p.type in (T.CONTROL, T.UNKNOWN), normalized=p.type == T.USER_DEFINED)
+    tok.add_tokens([AddedToken(p.piece, special=p.type in (T.CONTROL, T.UNKNOWN),
+                               normalized=p.type == T.USER_DEFINED)
                     for p in proto.pieces if p.type in (T.CONTROL, T.UNKNOWN, T.USER_DEFINED)])
 
-    from corpus.tokenizer import Tokenizer
-    ids = Tokenizer(spm_file)   # specials by piece where SentencePiece has no control id (KoGPT2's .spiece)
+    from corpus.tokenizer import Tokenizer as SpTokenizer
+    ids = SpTokenizer(spm_file)   # special ids, by piece where SentencePiece has no control id (KoGPT2's)
 
     def piece(i: Optional[int]) -> Optional[str]:
         return sp.id_to_piece(i) if i is not None and i >= 0 else None
