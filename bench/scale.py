@@ -193,6 +193,7 @@ def cmd_run(a) -> None:
             print(f"[{time.strftime('%H:%M:%S')}] {gb:g} GB: {stage} ...", flush=True)
             rec["stages"][stage] = r = _run_child(stage, spec, run.parent / f"run{gb:g}-{stage}.log")
             print(f"    {json.dumps(r)[:300]}", flush=True)
+            raw = _load_raw(root)   # re-read: another scale.py may have saved meanwhile
             old = raw["runs"].get(f"{gb:g}", {"stages": {}})
             old.update({k: v for k, v in rec.items() if k != "stages"})
             old["stages"][stage] = r
@@ -203,7 +204,6 @@ def cmd_run(a) -> None:
 
 def cmd_spm(a) -> None:
     root: Path = a.root
-    raw = _load_raw(root)
     run = root / f"run{a.corpus_size:g}"
     for n in a.sentences:
         spec = {"config": str(root / f"g{a.corpus_size:g}" / "corpus.yaml"),
@@ -213,7 +213,8 @@ def cmd_spm(a) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] spm {n:,} sentences ...", flush=True)
         r = _run_child("spm", spec, root / f"spm{n}.log")
         print(f"    {json.dumps(r)}", flush=True)
-        raw["spm"][str(n)] = r
+        raw = _load_raw(root)
+        raw.setdefault("spm", {})[str(n)] = r
         _save_raw(root, raw)
     cmd_report(a)
 
@@ -317,13 +318,19 @@ def cmd_report(a) -> None:
         shares = [max(0.0, min(1.0, (2 * w - c) / c)) for _, w, c, _, _ in spm_pts if c > 0]
         serial = sum(shares) / len(shares) if shares else 1.0
         fits["spm_training"] = {"cpu_s_vs_sentences": fcpu, "rss_mb_vs_sentences": frss, "serial_share": serial}
+        from common.schema import TokenizerConfig
+
+        default_cap = TokenizerConfig().sample_sentences
+        caps = sorted({BASE_SENTENCES, 10_000_000, 5_000_000, default_cap}, reverse=True)
         for n in proj:
             samp = fsc[0] + fsc[1] * X + (fsw[0] + fsw[1] * X) / n
-            for cap in (BASE_SENTENCES, 10_000_000, 5_000_000):
+            for cap in caps:
                 cpu = fcpu[0] * cap ** fcpu[1]
                 proj[n].setdefault("tokenizer_by_cap", {})[cap] = (samp + cpu * (serial + (1 - serial) / n)) / 60
             proj[n]["tokenizer_sampling"] = samp / 60
-        mem["spm_training"] = {cap: frss[0] * cap ** frss[1] / 1024 for cap in (BASE_SENTENCES, 10_000_000, 5_000_000)}
+            proj[n]["tokenizer"] = proj[n]["tokenizer_by_cap"][default_cap]   # sampling + training, default cap
+        fits["spm_training"]["default_cap"] = default_cap
+        mem["spm_training"] = {cap: frss[0] * cap ** frss[1] / 1024 for cap in caps}
     largest = max((r["input_text_bytes"] for r in runs), default=0)
     result = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores (shared with other jobs), Python "

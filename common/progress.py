@@ -84,7 +84,10 @@ class Progress:
                     f"({pct:.1f}%), {rate_s}, ETA {eta}")
         if self.done:
             return f"{_fmt_amount(self.done, self.unit)} {unit}, {rate_s}, {_fmt_time(dt)} elapsed"
-        eta = f", ETA ~{_fmt_time(self.estimate_s - dt)} (estimated)" if self.estimate_s else ""
+        eta = ""
+        if self.estimate_s:
+            eta = (f", ETA ~{_fmt_time(self.estimate_s - dt)} (estimated)" if dt < self.estimate_s
+                   else f", past the estimate of {_fmt_time(self.estimate_s)}")
         return f"{_fmt_time(dt)} elapsed{eta}"
 
     def _emit(self) -> None:

@@ -27,14 +27,16 @@ Choices for Korean (the defaults in `TokenizerConfig`), and why:
   `<mask>`=4, `<unused0..N-1>`=5.. and `\\n`=5+N as user-defined symbols (matched verbatim in text, so
   fine-tuning can use them as markers), so the ids never depend on the corpus.
 
-Reproducibility: sentences are sampled with a seeded reservoir (Algorithm L) over the documents in
-stream order, written to a file and trained with `shuffle_input_sentence=false`; the fields of the
+Reproducibility: lines are selected by a seeded hash and their sentences sampled with a seeded
+reservoir (Algorithm L) fed part after part in manifest order (corpus/sentence_sample.py), written to a file and trained with `shuffle_input_sentence=false`; the fields of the
 model's trainer_spec that describe the machine rather than the model (input path, output prefix,
 thread count) are cleared, so the same corpus and config give a byte-identical `spm.model` whatever
 the thread count (BPE merges do not depend on it; tests/test_tokenizer.py checks both).
 Memory: the reservoir holds at most `sample_sentences` UTF-8 sentences of at most
-`max_sentence_chars` each (~0.35 KB for a typical Korean sentence: ~9 GB at 25M); it is freed before
-SentencePiece loads the same sentences, which needs several times that.
+`max_sentence_chars` each (~125 bytes of UTF-8 per sentence on the scale corpus plus ~33 bytes of
+Python object each: ~0.8 GB at the default 5 M); it is freed before SentencePiece (in a child
+process) loads the same sentences, which needs ~25x the sample file's bytes (1.2 GB at 375k
+sentences; ~7.6 GB projected at 5 M, bench/scale.py).
 """
 from __future__ import annotations
 
