@@ -69,8 +69,9 @@ NEWLINE = "\n"  # its own piece (a user-defined symbol after the <unused*> slots
 # (so no earlier id moves): without them each would be learned as 3-5 pieces of punctuation and letters.
 PII_PIECES = list(PLACEHOLDERS.values())
 _UNUSED_RE = re.compile(r"^<unused\d+>$")
-# seconds = a * MB^b * (vocab/50k)^c on 2 threads; `serial` = share that does not shrink with threads
-SPM_FIT = {"a": 2.0, "b": 1.0, "c": 0.5, "serial": 0.5}
+# seconds = a * MB^b * (vocab/50k)^c; `serial` = share that does not shrink with threads. a, b: 50k BPE
+# on 16-47 MB samples of the scale corpus (bench/scale.py: 536-891 CPU s, one core busy); c: a guess
+SPM_FIT = {"a": 145.0, "b": 0.46, "c": 1.0, "serial": 1.0}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -260,8 +261,8 @@ def canonical_model(data: bytes) -> bytes:
 
 
 def spm_seconds_estimate(sample_bytes: int, vocab_size: int, threads: int) -> float:
-    """Rough SentencePiece BPE training time (s) for a sample file: the fit of bench/scale.py's
-    measurements (2-core x86_64 VM, see README "Scale"), scaled by threads for the parallel part."""
+    """Rough SentencePiece BPE training time (s) for a sample file, for the progress line's ETA: the fit
+    of bench/scale.py's measurements (2-core x86_64 VM, README "Scale"); threads barely matter."""
     mb = sample_bytes / 1e6
     return SPM_FIT["a"] * mb ** SPM_FIT["b"] * (vocab_size / 50_000) ** SPM_FIT["c"] * \
         (SPM_FIT["serial"] + (1 - SPM_FIT["serial"]) * 2 / max(threads, 1))
