@@ -137,7 +137,7 @@ class TokenizerConfig:
     dir: str = "work/tokenizer"  # where spm.model, spm.vocab and tokenizer.json are written / read
     model: str = ""              # an existing SentencePiece model (e.g. KoGPT2's .spiece) to use instead
     vocab_size: int = 50_000
-    sample_sentences: int = 5_000_000    # cap on sentences sampled for training: 50k BPE on 5 M trains in < 1 h (README "Scale")
+    sample_sentences: int = 2_000_000    # cap on sentences sampled for training: 50k BPE on 2 M trains in < 1 h (README "Scale")
     max_sentence_chars: int = 2048       # longer sentences are not sampled (counted in the report)
     character_coverage: float = 0.9999  # held-out byte-fallback rate: corpus/tokenizer.py
     byte_fallback: bool = True

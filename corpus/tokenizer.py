@@ -34,9 +34,9 @@ thread count) are cleared, so the same corpus and config give a byte-identical `
 the thread count (BPE merges do not depend on it; tests/test_tokenizer.py checks both).
 Memory: the reservoir holds at most `sample_sentences` UTF-8 sentences of at most
 `max_sentence_chars` each (~125 bytes of UTF-8 per sentence on the scale corpus plus ~33 bytes of
-Python object each: ~0.8 GB at the default 5 M); it is freed before SentencePiece (in a child
-process) loads the same sentences, which needs ~25x the sample file's bytes (1.2 GB at 375k
-sentences; ~7.6 GB projected at 5 M, bench/scale.py).
+Python object each: ~0.3 GB at the default 2 M); it is freed before SentencePiece (in a child
+process) loads the same sentences, which needs ~17-25x the sample file's bytes (2.1 GB at 1 M
+sentences; ~3.3 GB projected at 2 M, bench/scale.py).
 """
 from __future__ import annotations
 
@@ -70,8 +70,8 @@ NEWLINE = "\n"  # its own piece (a user-defined symbol after the <unused*> slots
 PII_PIECES = list(PLACEHOLDERS.values())
 _UNUSED_RE = re.compile(r"^<unused\d+>$")
 # seconds = a * MB^b * (vocab/50k)^c; `serial` = share that does not shrink with threads. a, b: 50k BPE
-# on 16-47 MB samples of the scale corpus (bench/scale.py: 536-891 CPU s, one core busy); c: a guess
-SPM_FIT = {"a": 145.0, "b": 0.46, "c": 1.0, "serial": 1.0}
+# on 31 and 120 MB samples of the scale corpus (bench/scale.py: 708 and 1,879 CPU s, one core busy); c: a guess
+SPM_FIT = {"a": 58.0, "b": 0.73, "c": 1.0, "serial": 1.0}
 
 
 # ----------------------------------------------------------------------------------------------------
