@@ -296,7 +296,7 @@ def cmd_report(a) -> None:
                        "worker_rss_mb": _fit_power(xs, rw)}
         for n in proj:
             proj[n][stage] = (fc[0] + fc[1] * X + (fw[0] + fw[1] * X) / n) / 60
-        mem[stage] = {k: fits[stage][k][0] * X ** fits[stage][k][1] / 1024 for k in ("coord_rss_mb", "worker_rss_mb")}
+        mem[stage] = {k.replace("_rss_mb", ""): fits[stage][k][0] * X ** fits[stage][k][1] / 1024 for k in ("coord_rss_mb", "worker_rss_mb")}
     xs, samp_c = series("tokenizer", lambda s: s["phases"]["sampling"]["coord_cpu_s"])
     spm_pts = [(r["sentences"], r["train_wall_s"], r["train_cpu_s"], r["rss_mb"], r["threads"])
                for r in raw.get("spm", {}).values()]
