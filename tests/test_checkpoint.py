@@ -120,7 +120,18 @@ def test_damaged_newest_falls_back_with_warning(tmp_path, tok_dir, caplog, damag
         m2.resolve_resume(str(d2))   # an explicit path to a damaged checkpoint is an error, no fallback
     with pytest.raises(CheckpointError):
         m2.load(str(d2))
-    m2.close()
+    damaged = {p.relative_to(d2).as_posix(): p.read_bytes() for p in d2.rglob("*") if p.is_file()}
+    with caplog.at_level(logging.WARNING):
+        m2.save(2, *tensors(3), state(2), tok_dir)   # the resumed run reaches step 2 again
+        m2.close()
+    if damage == "delete_manifest":   # an unfinished save, not a damaged checkpoint: simply replaced
+        assert not (tmp_path / "ckpt" / "step_00000002.damaged").exists()
+    else:                             # failed verification: set aside, byte for byte, never overwritten
+        aside = tmp_path / "ckpt" / "step_00000002.damaged"
+        assert {p.relative_to(aside).as_posix(): p.read_bytes() for p in aside.rglob("*") if p.is_file()} == damaged
+        assert "moved its" in caplog.text
+        assert manager(tmp_path).resolve_resume("auto") == str(d2)   # the aside copy is never resumed from
+    assert m2.load(str(d2)).step == 2
 
 
 def test_keep_last_k_prunes_after_completion(tmp_path):

@@ -268,10 +268,16 @@ def test_object_damaged_after_upload(s3, moto_port, tmp_path, tok_dir, caplog, d
     with pytest.raises(CheckpointError, match="truncated|altered"):
         m.load(f"{root}/step_00000002")
     ck = m.load(loc)
-    m.save(2, ck.weights, ck.optimizer, _state(2), tok_dir)   # the resumed run re-writes step 2
+    damaged = {o["Key"]: o["Size"] for o in client.list_objects_v2(Bucket=bucket, Prefix="run/step_00000002/")["Contents"]}
+    m.save(2, ck.weights, ck.optimizer, _state(2), tok_dir)   # the resumed run reaches step 2 again
     m.close()
     assert _latest(client, bucket) == "step_00000002"
     assert m.resolve_resume("auto") == f"{root}/step_00000002"
+    # the damaged one was set aside (server-side copies), not overwritten
+    aside = {o["Key"].replace("step_00000002.damaged/", "step_00000002/"): o["Size"]
+             for o in client.list_objects_v2(Bucket=bucket, Prefix="run/step_00000002.damaged/")["Contents"]}
+    assert aside == damaged
+    assert client.get_object(Bucket=bucket, Key="run/step_00000002.damaged/model.safetensors")["Body"].read() == data
 
 
 _KILL_CHILD = r"""

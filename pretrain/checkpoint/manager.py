@@ -159,6 +159,8 @@ class CheckpointManager:
                                     name=f"checkpoint-watchdog-{step}", daemon=True)
         watchdog.start()
         try:
+            if name in self._rejected:
+                self._set_aside(name)
             timings: dict[str, float] = {}
             nbytes = _publish(self.storage, name, step, w, o, state_bytes, tok,
                               self.staging_dir, update_latest=True, timings=timings)
@@ -181,6 +183,19 @@ class CheckpointManager:
             self._error = e
         finally:
             done.set()
+
+    def _set_aside(self, name: str) -> None:
+        """This run reached the step of a checkpoint that failed verification at resume: move it to
+        `<name>.damaged[-N]` (never listed, resumed from or pruned) instead of writing over it, so what
+        may be the only copy of that training state is left for the user to inspect or repair."""
+        aside, k = f"{name}.damaged", 1
+        while self.storage.list(aside):
+            k += 1
+            aside = f"{name}.damaged-{k}"
+        n = self.storage.move_prefix(name, aside)
+        log.warning("checkpoint %s failed verification at resume (%s); moved its %d file(s) to %s before "
+                    "writing this step (delete it when you no longer need it)", self.storage.url(name),
+                    self._rejected.pop(name), n, self.storage.url(aside))
 
     def _on_progress(self, nbytes: int) -> None:
         """Storage callback (upload threads): bytes moved; any call counts as progress."""

@@ -87,6 +87,10 @@ class Storage(ABC):
         """Delete one object; no error when it does not exist."""
         self.delete_prefix(key)
 
+    @abstractmethod
+    def move_prefix(self, src: str, dst: str) -> int:
+        """Move every object under the "directory" `src` to `dst` (which must not exist); returns how many."""
+
     def abort_unfinished_uploads(self) -> int:
         """Abort uploads under the root that a killed writer left open; returns how many (0: none kept)."""
         return 0
@@ -150,6 +154,14 @@ class LocalStorage(Storage):
 
     def exists(self, key: str) -> bool:
         return self._path(key).exists()
+
+    def move_prefix(self, src: str, dst: str) -> int:
+        a, b = self._path(src), self._path(dst)
+        if b.exists():
+            raise StorageError(f"cannot move {a} to {b}: it exists")
+        n = sum(len(f) for _, _, f in os.walk(a))
+        os.replace(a, b)   # one rename: atomic on one filesystem
+        return n
 
     def delete_prefix(self, prefix: str) -> int:
         p = self._path(prefix)
@@ -400,6 +412,19 @@ class S3Storage(Storage):
     def delete(self, key: str) -> None:
         with self._errors(f"delete {self.url(key)}"):
             self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def move_prefix(self, src: str, dst: str) -> int:
+        # S3 has no rename: server-side copies (boto3's managed copy splits objects over 5 GB), then
+        # the deletes, so an interruption leaves both copies rather than none.
+        if self.list(dst):
+            raise StorageError(f"cannot move {self.url(src)} to {self.url(dst)}: it exists")
+        keys = list(self.list(src))
+        with self._errors(f"copy {self.url(src)} to {self.url(dst)}"):
+            for k in keys:
+                self.client.copy({"Bucket": self.bucket, "Key": self._key(k)}, self.bucket,
+                                 self._key(dst + k[len(src):]))
+        self.delete_prefix(src)
+        return len(keys)
 
     def delete_prefix(self, prefix: str) -> int:
         keys = [self._key(k) for k in self.list(prefix)]
