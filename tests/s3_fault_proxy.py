@@ -174,3 +174,29 @@ class Proxy:
 if __name__ == "__main__":
     a = sys.argv[1:]
     run_proxy(int(a[0]), int(a[1]), int(a[2]), a[3], a[4] if len(a) > 4 else "", float(a[5]) if len(a) > 5 else 0)
+
+
+def set_fake_aws_env(monkeypatch, tmp_path: Path, key_id: str, secret: str) -> dict:
+    """Fake credentials through the standard chain (the environment, so subprocesses get them too): no
+    shared config files, no instance metadata, no other credential source. Returns what was set."""
+    env = {"AWS_ACCESS_KEY_ID": key_id, "AWS_SECRET_ACCESS_KEY": secret, "AWS_DEFAULT_REGION": "us-east-1",
+           "AWS_CONFIG_FILE": str(tmp_path / "no-aws-config"),
+           "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-aws-credentials"), "AWS_EC2_METADATA_DISABLED": "true"}
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    for k in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+              "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_WEB_IDENTITY_TOKEN_FILE"):
+        monkeypatch.delenv(k, raising=False)
+    return env
+
+
+def new_bucket(moto_port: int, prefix: str):
+    """A fresh, uniquely named bucket on the moto server: (boto3 client talking straight to moto, name)."""
+    import uuid
+
+    import boto3
+
+    client = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{moto_port}", region_name="us-east-1")
+    name = f"{prefix}-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=name)
+    return client, name

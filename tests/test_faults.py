@@ -19,7 +19,6 @@ import re
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +26,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from horovod_output import explain  # noqa: E402  (tests/horovod_output.py)
-from s3_fault_proxy import Proxy, start_moto, stop  # noqa: E402  (tests/s3_fault_proxy.py)
+from s3_fault_proxy import Proxy, new_bucket, set_fake_aws_env, start_moto, stop  # noqa: E402  (tests/s3_fault_proxy.py)
 from train_fixtures import make_run_inputs  # noqa: E402  (tests/train_fixtures.py)
 
 pytestmark = pytest.mark.slow
@@ -52,23 +51,12 @@ def moto_port():
 @pytest.fixture
 def aws(tmp_path, monkeypatch) -> dict:
     """Fake credentials through the standard chain (environment), here and in every subprocess."""
-    env = {"AWS_ACCESS_KEY_ID": KEY_ID, "AWS_SECRET_ACCESS_KEY": SECRET, "AWS_DEFAULT_REGION": "us-east-1",
-           "AWS_CONFIG_FILE": str(tmp_path / "none"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
-           "AWS_EC2_METADATA_DISABLED": "true"}
-    for k, v in env.items():
-        monkeypatch.setenv(k, v)
-    for k in ("AWS_SESSION_TOKEN", "AWS_PROFILE"):
-        monkeypatch.delenv(k, raising=False)
-    return env
+    return set_fake_aws_env(monkeypatch, tmp_path, KEY_ID, SECRET)
 
 
 @pytest.fixture
 def bucket(moto_port, aws):
-    import boto3
-    client = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{moto_port}", region_name="us-east-1")
-    name = f"faults-{uuid.uuid4().hex[:10]}"
-    client.create_bucket(Bucket=name)
-    return client, name
+    return new_bucket(moto_port, "faults")
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from s3_fault_proxy import Proxy, start_moto  # noqa: E402  (tests/s3_fault_proxy.py)
+from s3_fault_proxy import Proxy, new_bucket, set_fake_aws_env, start_moto  # noqa: E402  (tests/s3_fault_proxy.py)
 from s3_fault_proxy import stop as _stop  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,26 +47,13 @@ def moto_port():
 @pytest.fixture
 def aws_env(monkeypatch, tmp_path):
     """Fake credentials in the environment (the standard chain); no shared files, no IMDS."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIATESTINGONLY00000")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    for v in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
-              "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_WEB_IDENTITY_TOKEN_FILE"):
-        monkeypatch.delenv(v, raising=False)
+    set_fake_aws_env(monkeypatch, tmp_path, "AKIATESTINGONLY00000", SECRET)
 
 
 @pytest.fixture
 def s3(moto_port, aws_env):
     """A fresh bucket on the moto server: (boto3 client talking straight to moto, bucket name)."""
-    import boto3
-
-    client = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{moto_port}", region_name="us-east-1")
-    bucket = f"ckpt-{uuid.uuid4().hex[:12]}"
-    client.create_bucket(Bucket=bucket)
-    return client, bucket
+    return new_bucket(moto_port, "ckpt")
 
 
 def _cfg(root: str, endpoint: str, tmp: Path, **s3kw):
